@@ -1,0 +1,11 @@
+"""GeoBridge for QGIS.
+
+QGIS calls `classFactory`; nothing here imports QGIS or any heavy dependency at import time, so
+`geobridge_qgis.core` also works headless (`python -m geobridge_qgis ...`).
+"""
+
+
+def classFactory(iface):
+    from .plugin import GeoBridgePlugin
+
+    return GeoBridgePlugin(iface)

@@ -1,0 +1,1 @@
+"""The GeoBridge engine: bundle, encoders, chip grid, index, locate. Never imports QGIS."""

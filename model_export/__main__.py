@@ -1,0 +1,124 @@
+"""python -m model_export {export,verify,init} ... (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from geobridge_qgis.core.errors import UserError
+
+
+def _config(args):
+    from . import model as M
+
+    if args.clip_config:
+        return M.config_from_file(args.clip_config), f"clip-config:{Path(args.clip_config).name}"
+    return M.preset_config(args.preset), f"preset:{args.preset}"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--preset", default="vit-l-14", help="model size (default: vit-l-14, the official)"
+    )
+    g.add_argument("--clip-config", type=Path, help="a HuggingFace CLIP config.json instead")
+
+
+def cmd_export(args) -> int:
+    from .export import export_bundle, parse_towers
+
+    config, source = _config(args)
+    export_bundle(
+        args.checkpoint,
+        args.out,
+        config,
+        source,
+        precision=args.precision,
+        towers=parse_towers(args.towers),
+        name=args.name,
+        license=args.license,
+        trust_pickle=args.trust_pickle,
+    )
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify
+
+    reports = verify(args.checkpoint, args.bundle, trust_pickle=args.trust_pickle, n=args.n)
+    for r in reports:
+        print(r.line())
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def cmd_init(args) -> int:
+    """A checkpoint with random weights in the official layout (tests, benchmarks)."""
+    import torch
+
+    from . import model as M
+
+    config, _ = _config(args)
+    torch.manual_seed(args.seed)
+    model = M.GeoBridge(config)
+    state = model.state_dict()
+    if args.out.exists():
+        raise UserError(f"{args.out}: already exists")
+    if args.out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(args.out))
+    else:
+        torch.save(state, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX bundle")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
+    _add_config_args(p)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--towers", default="drone,satellite,street,text")
+    p.add_argument("--name", default="GeoBridge", help="model name shown to users")
+    p.add_argument(
+        "--license", default="unstated", help="the licence of the weights, as you know it"
+    )
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow a whole-model pickle (runs code)"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="compare a bundle with its checkpoint")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--n", type=int, default=32, help="inputs per tower")
+    p.add_argument("--trust-pickle", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("init", help="write a random-weight checkpoint (tests, benchmarks)")
+    p.add_argument("--out", type=Path, required=True, help=".pth or .safetensors")
+    _add_config_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_init)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
