@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from geobridge_qgis.core.errors import UserError
+from geobridge_qgis.core.errors import UserError, run_command
 
 
 def _config(args):
@@ -110,14 +110,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

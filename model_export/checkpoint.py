@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from geobridge_qgis.core.bundle import sha256_file
 from geobridge_qgis.core.errors import UserError
 
 from . import model as M
@@ -36,11 +37,7 @@ _UNUSED = re.compile(
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path, cache=False)
 
 
 def read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:

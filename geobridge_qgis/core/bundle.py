@@ -43,31 +43,37 @@ def manifest_for_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def sha256_file(path: Path, cache_dir: Path | None = None) -> str:
+def sha256_file(path: Path, cache_dir: Path | None = None, cache: bool = True) -> str:
     """sha256 of a file, remembered by (path, size, mtime) so a 1 GB encoder is hashed once."""
     path = Path(path).resolve()
+    if not cache:
+        return _sha256(path)
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     cache_file = (cache_dir or _cache_dir()) / "sha256.json"
     try:
-        cache = json.loads(cache_file.read_text())
+        known = json.loads(cache_file.read_text())
     except (OSError, ValueError):
-        cache = {}
-    if key in cache:
-        return cache[key]
+        known = {}
+    if key in known:
+        return known[key]
+    known[key] = _sha256(path)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(cache_file)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
+    return known[key]
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    cache[key] = digest.hexdigest()
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(cache_file)
-    except OSError:
-        pass  # a read-only home only costs a re-hash next time
-    return cache[key]
+    return digest.hexdigest()
 
 
 def _cache_dir() -> Path:

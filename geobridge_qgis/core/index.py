@@ -1,0 +1,386 @@
+"""The reference index: embeddings of every chip of a raster's grid, searchable with FAISS.
+
+An index is a folder:
+
+    index.json    what made it: model id and tower, the raster's identity, the grid, the FAISS
+                  factory string, counts; an index is only used with the model that made it
+    vectors.faiss FAISS inner-product index over the L2-normalised embeddings (= cosine), ids =
+                  chip ids; exact "IDMap2,Flat" up to FLAT_MAX vectors, "IDMap2,HNSW32" above
+    chips.npz     chip id, size, centre (grid CRS and lon/lat), for fast lookups
+    chips.gpkg    the same chips as footprint polygons (layer "chips"), for QGIS to show
+
+A build streams chips in fixed batches (memory does not grow with the region) and saves each
+batch's embeddings as a shard in `<out>.partial/`. A cancelled or killed build started again with
+the same arguments resumes after the last saved shard; the finished index is written inside the
+partial folder and renamed into place, so an index folder on disk is complete or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from osgeo import ogr, osr
+from pyproj import CRS
+
+from . import tiling
+from .bundle import Bundle
+from .encoders import Encoders
+from .errors import UserError
+
+FORMAT = "geobridge-index"
+FORMAT_VERSION = 1
+FLAT_MAX = 200_000
+SHARD_CHIPS = 256
+BYTES_PER_CHIP_META = 220  # npz + gpkg row, measured on the demo index
+
+
+class Cancelled(Exception):
+    """The user cancelled; whatever was saved is kept for a resume."""
+
+
+def factory_for(count: int) -> str:
+    return "IDMap2,Flat" if count <= FLAT_MAX else "IDMap2,HNSW32"
+
+
+@dataclass
+class Estimate:
+    chips: int
+    seconds: float
+    disk_bytes: int
+    chips_per_second: float
+
+    def line(self) -> str:
+        return (
+            f"{self.chips:,} chips, about {_duration(self.seconds)} at "
+            f"{self.chips_per_second:.0f} chips/s, about {self.disk_bytes / 1e6:.1f} MB on disk"
+        )
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def measure_rate(encoders: Encoders, tower: str, n: int = 16) -> float:
+    """Chips per second for this bundle on this machine, flip augmentation included."""
+    size = encoders.bundle.towers[tower].input["size"]
+    x = np.zeros((n, 3, *size), np.float32)
+    encoders.encode_pixels(tower, x[:2])  # warm-up: session creation, first-run allocations
+    t0 = time.perf_counter()
+    encoders.encode_pixels(tower, x)
+    return n / max(time.perf_counter() - t0, 1e-6)
+
+
+def estimate(grid: tiling.Grid, bundle: Bundle, chips_per_second: float) -> Estimate:
+    n = len(grid)
+    per_vector = bundle.embed_dim * 4 + (256 if factory_for(n) != "IDMap2,Flat" else 0) + 8
+    return Estimate(
+        n, n / chips_per_second, n * (per_vector + BYTES_PER_CHIP_META), chips_per_second
+    )
+
+
+# ---------------------------------------------------------------- build
+
+
+def build_index(
+    encoders: Encoders,
+    raster: str | Path,
+    out: Path | str,
+    region: tiling.Region | None = None,
+    chip_sizes: tuple[float, ...] = tiling.DEFAULT_CHIP_SIZES,
+    overlap: float = tiling.DEFAULT_OVERLAP,
+    tower: str = "satellite",
+    max_chips: int = tiling.DEFAULT_MAX_CHIPS,
+    progress: Callable[[int, int, float], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    on_estimate: Callable[[Estimate], None] | None = None,
+    reader: tiling.ChipReader | None = None,
+) -> Path:
+    """Embed every chip of `raster` in `region` and publish the index at `out`."""
+    out = Path(out)
+    bundle = encoders.bundle
+    if out.exists():
+        raise UserError(f"{out}: already exists; choose another --out or delete it first")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such folder")
+    ds = tiling.open_raster(raster)
+    grid = tiling.plan_grid(ds, region, chip_sizes, overlap, source=str(raster))
+    if len(grid) == 0:
+        raise UserError(f"{raster}: the region holds no whole chip of {chip_sizes} m")
+    if tower not in bundle.towers or bundle.towers[tower].kind != "image":
+        raise UserError(f"{bundle.root}: no {tower} image tower to index with")
+    build = {
+        "model_id": bundle.model_id,
+        "precision": bundle.precision,
+        "tower": tower,
+        "raster": tiling.raster_identity(raster, ds),
+        "grid": grid.signature(),
+        "shard_chips": SHARD_CHIPS,
+    }
+    work = out.with_name(out.name + ".partial")
+    shards = work / "shards"
+    if work.exists():
+        try:
+            previous = json.loads((work / "build.json").read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != build:
+            raise UserError(
+                f"{work}: a half-written index from another build (other model, raster or "
+                "grid); delete it or choose another --out"
+            )
+    est = estimate(grid, bundle, measure_rate(encoders, tower))
+    if len(grid) > max_chips:
+        raise UserError(
+            f"{raster}: {len(grid):,} chips is over the cap of {max_chips:,} "
+            f"({est.line()}); narrow the region, use larger chip sizes or less overlap, "
+            "or raise the cap"
+        )
+    if on_estimate:
+        on_estimate(est)
+    if not work.exists():
+        shards.mkdir(parents=True)
+        _write_json(work / "build.json", build)
+
+    spec = bundle.towers[tower].input
+    px = spec["size"][0]
+    bounds = _grid_bounds(grid)
+    reader = reader or tiling.ChipReader(ds, grid.crs, bounds)
+    n = len(grid)
+    t0, done0 = time.perf_counter(), None
+    for start in range(0, n, SHARD_CHIPS):
+        shard = shards / f"{start:010d}.npz"
+        if shard.exists():
+            continue
+        if done0 is None:
+            done0 = start
+        if cancelled and cancelled():
+            raise Cancelled(f"cancelled at {start:,} of {n:,} chips; run again to resume")
+        stop = min(n, start + SHARD_CHIPS)
+        images, keep = [], np.zeros(stop - start, bool)
+        for i in range(start, stop):
+            img = reader.read(grid.cx[i], grid.cy[i], grid.sizes[i], px)
+            if img is not None:
+                images.append(img)
+                keep[i - start] = True
+        emb = (
+            encoders.encode_images(tower, images)
+            if images
+            else np.zeros((0, bundle.embed_dim), np.float32)
+        )
+        _save_npz(shard, emb=emb, keep=keep)
+        if progress:
+            rate = (stop - done0) / max(time.perf_counter() - t0, 1e-6)
+            progress(stop, n, rate)
+    return _publish(work, out, grid, bundle, build, raster, region, tower)
+
+
+def _grid_bounds(grid: tiling.Grid) -> tuple[float, float, float, float]:
+    m = grid.sizes.max() if len(grid) else 0
+    return (
+        float(grid.cx.min() - m),
+        float(grid.cy.min() - m),
+        float(grid.cx.max() + m),
+        float(grid.cy.max() + m),
+    )
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _publish(work, out, grid, bundle, build, raster, region, tower) -> Path:
+    n = len(grid)
+    embs, keeps = [], []
+    for start in range(0, n, SHARD_CHIPS):
+        with np.load(work / "shards" / f"{start:010d}.npz") as z:
+            embs.append(z["emb"])
+            keeps.append(z["keep"])
+    keep = np.concatenate(keeps)
+    vectors = np.concatenate(embs).astype(np.float32)
+    ids = grid.ids[keep]
+    factory = factory_for(len(ids))
+    index = faiss.index_factory(bundle.embed_dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    faiss.write_index(index, str(work / "vectors.faiss"))
+
+    lon, lat = grid.lonlat(keep)
+    np.savez(
+        work / "chips.npz",
+        ids=ids,
+        sizes=grid.sizes[keep],
+        cx=grid.cx[keep],
+        cy=grid.cy[keep],
+        lon=np.asarray(lon),
+        lat=np.asarray(lat),
+    )
+    _write_chips_gpkg(work / "chips.gpkg", grid, keep)
+    identity = json.dumps(build, sort_keys=True).encode()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "index_id": hashlib.sha256(identity).hexdigest()[:16],
+        "model_id": bundle.model_id,
+        "model_name": bundle.name,
+        "precision": bundle.precision,
+        "tower": tower,
+        "embed_dim": bundle.embed_dim,
+        "factory": factory,
+        "count": len(ids),
+        "skipped": int(n - len(ids)),
+        "raster": build["raster"],
+        "grid": {
+            **build["grid"],
+            "crs_wkt": grid.crs.to_wkt(),
+            "region_wkt": grid.region_wkt,
+            "region": (region.label if region else "whole raster"),
+            "lonlat_bounds": list(grid.lonlat_bounds),
+        },
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    _write_json(work / "index.json", manifest)
+    shutil.rmtree(work / "shards")
+    (work / "build.json").unlink()
+    work.rename(out)
+    return out
+
+
+def _write_chips_gpkg(path: Path, grid: tiling.Grid, keep: np.ndarray) -> None:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(grid.crs.to_wkt())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("chips", srs, ogr.wkbPolygon)
+    for name, kind in (("chip_id", ogr.OFTInteger64), ("size_m", ogr.OFTReal),
+                       ("lon", ogr.OFTReal), ("lat", ogr.OFTReal)):  # fmt: skip
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    lon, lat = grid.lonlat(keep)
+    defn = layer.GetLayerDefn()
+    layer.StartTransaction()
+    for j, i in enumerate(np.flatnonzero(keep)):
+        f = ogr.Feature(defn)
+        f.SetField("chip_id", int(grid.ids[i]))
+        f.SetField("size_m", float(grid.sizes[i]))
+        f.SetField("lon", float(lon[j]))
+        f.SetField("lat", float(lat[j]))
+        f.SetGeometry(
+            tiling.polygon_geometry(tiling.chip_polygon(grid.cx[i], grid.cy[i], grid.sizes[i]))
+        )
+        layer.CreateFeature(f)
+    layer.CommitTransaction()
+    ds = None
+
+
+# ---------------------------------------------------------------- open and search
+
+
+@dataclass
+class Index:
+    root: Path
+    manifest: dict
+    faiss_index: faiss.Index
+    ids: np.ndarray
+    sizes: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.manifest["grid"]["crs_wkt"])
+
+    @property
+    def index_id(self) -> str:
+        return self.manifest["index_id"]
+
+    @classmethod
+    def open(cls, root: Path | str, bundle: Bundle | None = None) -> Index:
+        """Open an index; with `bundle`, refuse one made by another model."""
+        root = Path(root)
+        path = root / "index.json"
+        if not root.is_dir():
+            partial = root.with_name(root.name + ".partial")
+            hint = (
+                f" (an unfinished build is in {partial}; run the index command again)"
+                if partial.exists()
+                else ""
+            )
+            raise UserError(f"{root}: no such index{hint}")
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise UserError(f"{root}: not a GeoBridge index (no readable index.json)") from None
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{root}: not a GeoBridge index of format version {FORMAT_VERSION}")
+        if bundle is not None:
+            if manifest["model_id"] != bundle.model_id:
+                raise UserError(
+                    f"{root}: built by model {manifest['model_name']} ({manifest['model_id']}), "
+                    f"not by {bundle.name} ({bundle.model_id}); rebuild it with this bundle"
+                )
+            if manifest["precision"] != bundle.precision:
+                raise UserError(
+                    f"{root}: built with a {manifest['precision']} bundle, this one is "
+                    f"{bundle.precision}; use the same precision"
+                )
+        try:
+            index = faiss.read_index(str(root / "vectors.faiss"))
+            with np.load(root / "chips.npz") as z:
+                arrays = {k: z[k] for k in ("ids", "sizes", "cx", "cy", "lon", "lat")}
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"{root}: damaged index ({tiling._first_line(e)})") from None
+        if index.ntotal != len(arrays["ids"]) or index.d != manifest["embed_dim"]:
+            raise UserError(f"{root}: damaged index (vectors and chips disagree)")
+        return cls(root, manifest, index, **arrays)
+
+    def row_of(self, chip_ids: np.ndarray) -> np.ndarray:
+        """Rows in the chip arrays for FAISS ids."""
+        order = np.argsort(self.ids)
+        return order[np.searchsorted(self.ids, chip_ids, sorter=order)]
+
+    def ids_in(self, region: tiling.Region) -> np.ndarray:
+        """Chip ids whose centre lies in `region` (any CRS)."""
+        geom = tiling.transform_geometry(region.geometry, region.crs or self.crs, self.crs)
+        xmin, xmax, ymin, ymax = geom.GetEnvelope()
+        cand = np.flatnonzero(
+            (self.cx >= xmin) & (self.cx <= xmax) & (self.cy >= ymin) & (self.cy <= ymax)
+        )
+        inside = [
+            i
+            for i in cand
+            if geom.Contains(ogr.CreateGeometryFromWkt(f"POINT({self.cx[i]} {self.cy[i]})"))
+        ]
+        return self.ids[np.asarray(inside, dtype=np.int64)]
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, k], chip ids [Q, k]; -1 where fewer than k exist)."""
+        k = max(1, min(k, self.faiss_index.ntotal))
+        params = None
+        if allowed_ids is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed_ids.astype(np.int64)))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return self.faiss_index.search(q, k, params=params)

@@ -1,0 +1,226 @@
+"""Query embedding -> index search -> candidate places (and a heat map).
+
+Queries. A drone photo is embedded in several rotations (0/90/180/270 degrees by default: a
+drone's heading is unknown and the satellite gallery is north-up). Each rotation is searched and
+a chip's score is the **maximum** over rotations (the rotation that lines the photo up with the
+chip), not the mean: averaging embeddings of rotated views blurs exactly the layout the match
+needs. A description alone is one embedding. A photo *and* a description are fused per rotation:
+normalise(w_photo * photo + w_text * text), the paper's semantic anchor in the analyst's hands.
+
+Candidates. The top chips over all scales are merged: a chip joins the best-scoring candidate
+whose seed chip overlaps it (intersection over the smaller chip's area >= MERGE_OVERLAP), else
+it seeds a new one. A candidate's score is its seed's cosine; its probability is
+softmax(logit_scale * score) over the candidates retrieved; its location is the centroid of its
+chips weighted by softmax(logit_scale * cosine) within it (the score-weighted centroid, with the
+model's own temperature); its footprint is the seed chip's square.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyproj import Transformer
+
+from . import tiling
+from .encoders import Encoders, normalize
+from .index import Index
+
+MERGE_OVERLAP = 0.25
+DEFAULT_ROTATIONS = (0, 90, 180, 270)
+
+
+def photo_embeddings(
+    encoders: Encoders,
+    image: np.ndarray,
+    view: str = "drone",
+    rotations: tuple[int, ...] = DEFAULT_ROTATIONS,
+) -> np.ndarray:
+    """[R, D]: the photo in each rotation (degrees counter-clockwise)."""
+    from .transform import rotations as rotate
+
+    return encoders.encode_images(view, rotate(image, rotations or (0,)))
+
+
+def fuse(photo: np.ndarray | None, text: np.ndarray | None, text_weight: float = 0.5) -> np.ndarray:
+    """[R, D] query embeddings from photo rotations [R, D] and/or one text embedding [1, D]."""
+    if photo is None and text is None:
+        raise ValueError("a query needs a photo, a text or both")
+    if photo is None:
+        return normalize(text)
+    if text is None:
+        return normalize(photo)
+    return normalize((1 - text_weight) * photo + text_weight * text)
+
+
+@dataclass
+class Candidate:
+    rank: int
+    score: float
+    probability: float
+    x: float  # in the index's grid CRS
+    y: float
+    lon: float
+    lat: float
+    size_m: float
+    footprint: list[tuple[float, float]]  # seed chip square, grid CRS
+    chip_ids: list[int]
+    chip_scores: list[float]
+    rotation: int  # the query rotation that matched the seed chip best
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "probability": round(self.probability, 6),
+            "lon": round(self.lon, 7),
+            "lat": round(self.lat, 7),
+            "x": round(self.x, 2),
+            "y": round(self.y, 2),
+            "size_m": self.size_m,
+            "rotation_deg": self.rotation,
+            "chip_ids": self.chip_ids,
+        }
+
+
+@dataclass
+class Heatmap:
+    values: np.ndarray  # float32 [rows, cols], NaN where no chip
+    geotransform: tuple[float, ...]
+    crs_wkt: str
+
+
+@dataclass
+class LocateResult:
+    candidates: list[Candidate]
+    heatmap: Heatmap | None
+    chips: list[tuple[int, float, int]] = field(default_factory=list)  # (id, score, cand rank)
+    seconds: float = 0.0
+
+
+def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    (ax, ay, asz), (bx, by, bsz) = a, b
+    w = min(ax + asz / 2, bx + bsz / 2) - max(ax - asz / 2, bx - bsz / 2)
+    h = min(ay + asz / 2, by + bsz / 2) - max(ay - asz / 2, by - bsz / 2)
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min(asz, bsz) ** 2
+
+
+def search_max(
+    index: Index, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chip ids, scores, best rotation row) of the top-k chips, score = max over queries."""
+    scores, ids = index.search(queries, k, allowed_ids)
+    best: dict[int, tuple[float, int]] = {}
+    for r in range(len(queries)):
+        for s, i in zip(scores[r], ids[r], strict=True):
+            if i >= 0 and (i not in best or s > best[i][0]):
+                best[int(i)] = (float(s), r)
+    order = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+    return (
+        np.array([i for i, _ in order], np.int64),
+        np.array([v[0] for _, v in order], np.float32),
+        np.array([v[1] for _, v in order], np.int64),
+    )
+
+
+def locate(
+    index: Index,
+    queries: np.ndarray,
+    logit_scale: float,
+    top_k: int = 10,
+    retrieve: int | None = None,
+    region: tiling.Region | None = None,
+    rotations: tuple[int, ...] = (0,),
+    heatmap: bool = True,
+) -> LocateResult:
+    """Ranked candidate places for query embeddings [R, D] (rows = rotations)."""
+    t0 = time.perf_counter()
+    allowed = index.ids_in(region) if region is not None and region.geometry is not None else None
+    retrieve = retrieve or max(50, 5 * top_k)
+    ids, scores, rot = search_max(index, queries, retrieve, allowed)
+    rows = index.row_of(ids) if len(ids) else np.zeros(0, np.int64)
+
+    seeds: list[dict] = []
+    chip_rank: list[int] = []
+    for j, row in enumerate(rows):
+        box = (index.cx[row], index.cy[row], index.sizes[row])
+        for c, seed in enumerate(seeds):
+            if _overlap(seed["box"], box) >= MERGE_OVERLAP:
+                seed["members"].append(j)
+                chip_rank.append(c)
+                break
+        else:
+            seeds.append({"box": box, "members": [j], "rot": int(rot[j])})
+            chip_rank.append(len(seeds) - 1)
+    # Seeds are made in score order: the first top_k are the best candidates.
+    seeds = seeds[:top_k]
+    chip_rank = [c if c < top_k else -1 for c in chip_rank]
+
+    top = np.array([scores[s["members"][0]] for s in seeds], np.float64)
+    prob = np.exp(logit_scale * (top - top.max())) if len(top) else top
+    prob = prob / prob.sum() if len(top) else prob
+    to_ll = Transformer.from_crs(index.crs, 4326, always_xy=True)
+    candidates = []
+    for c, seed in enumerate(seeds):
+        m = np.array(seed["members"])
+        w = np.exp(logit_scale * (scores[m] - scores[m].max()))
+        mrows = rows[m]
+        x = float(np.sum(w * index.cx[mrows]) / w.sum())
+        y = float(np.sum(w * index.cy[mrows]) / w.sum())
+        lon, lat = to_ll.transform(x, y)
+        sx, sy, size = seed["box"]
+        candidates.append(
+            Candidate(
+                rank=c + 1,
+                score=float(top[c]),
+                probability=float(prob[c]),
+                x=x,
+                y=y,
+                lon=float(lon),
+                lat=float(lat),
+                size_m=float(size),
+                footprint=tiling.chip_polygon(sx, sy, size),
+                chip_ids=[int(i) for i in ids[m]],
+                chip_scores=[float(s) for s in scores[m]],
+                rotation=rotations[seed["rot"]] if seed["rot"] < len(rotations) else 0,
+            )
+        )
+    chips = [
+        (int(ids[j]), float(scores[j]), chip_rank[j] + 1)
+        for j in range(len(ids))
+        if chip_rank[j] >= 0
+    ]
+    heat = heatmap_of(index, queries, allowed) if heatmap else None
+    return LocateResult(candidates, heat, chips, time.perf_counter() - t0)
+
+
+def heatmap_of(
+    index: Index, queries: np.ndarray, allowed_ids: np.ndarray | None = None
+) -> Heatmap | None:
+    """Every chip's score (max over queries) rasterised: a pixel holds the best score of the
+    chips covering it, at half the smallest stride."""
+    n = index.faiss_index.ntotal if allowed_ids is None else len(allowed_ids)
+    if n == 0 or index.manifest["factory"] != "IDMap2,Flat":
+        return None  # approximate indexes: scoring every chip would defeat their purpose
+    ids, scores, _ = search_max(index, queries, n, allowed_ids)
+    rows = index.row_of(ids)
+    sizes = index.sizes[rows]
+    overlap = index.manifest["grid"]["overlap"]
+    res = float(sizes.min() * (1 - overlap) / 2)
+    half = sizes / 2
+    x0, x1 = float((index.cx[rows] - half).min()), float((index.cx[rows] + half).max())
+    y0, y1 = float((index.cy[rows] - half).min()), float((index.cy[rows] + half).max())
+    cols, nrows = int(np.ceil((x1 - x0) / res)), int(np.ceil((y1 - y0) / res))
+    grid = np.full((nrows, cols), -np.inf, np.float32)
+    for j in range(len(rows)):
+        r = rows[j]
+        c0 = int((index.cx[r] - half[j] - x0) / res)
+        r0 = int((y1 - index.cy[r] - half[j]) / res)
+        n_px = max(1, round(sizes[j] / res))
+        view = grid[r0 : r0 + n_px, c0 : c0 + n_px]
+        np.maximum(view, scores[j], out=view)
+    grid[np.isinf(grid)] = np.nan
+    return Heatmap(grid, (x0, res, 0.0, y1, 0.0, -res), index.crs.to_wkt())

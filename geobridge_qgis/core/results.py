@@ -1,0 +1,184 @@
+"""Locate results as one GeoPackage that QGIS and OGR open.
+
+Layers (all in EPSG:4326 so that queries against indexes in different UTM zones share them):
+`candidates` (points, one per candidate), `footprints` (the candidates' chip squares),
+`query` (a table: what was asked, of which model and index, with which parameters, when, on
+which device) and, per query, a Float32 raster `heatmap_<query_id>` of chip scores in the
+index's grid CRS. Written to a temporary file and renamed: a results file is complete or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from osgeo import gdal, ogr, osr
+from pyproj import CRS
+
+from . import tiling
+from .errors import UserError
+from .locate import LocateResult
+
+WGS84 = CRS.from_epsg(4326)
+
+
+@dataclass
+class QueryRecord:
+    query_id: int
+    kind: str  # "photo", "text" or "photo+text"
+    model_id: str
+    index_id: str
+    file: str | None = None
+    sha256: str | None = None
+    text: str | None = None
+    device: str = ""
+    parameters: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    time: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+
+
+_CANDIDATE_FIELDS = [
+    ("query_id", ogr.OFTInteger),
+    ("rank", ogr.OFTInteger),
+    ("score", ogr.OFTReal),
+    ("probability", ogr.OFTReal),
+    ("lon", ogr.OFTReal),
+    ("lat", ogr.OFTReal),
+    ("size_m", ogr.OFTReal),
+    ("rotation_deg", ogr.OFTInteger),
+    ("n_chips", ogr.OFTInteger),
+    ("chip_ids", ogr.OFTString),
+]
+_FOOTPRINT_FIELDS = [
+    ("query_id", ogr.OFTInteger),
+    ("rank", ogr.OFTInteger),
+    ("score", ogr.OFTReal),
+    ("size_m", ogr.OFTReal),
+]
+_QUERY_FIELDS = [
+    ("query_id", ogr.OFTInteger),
+    ("kind", ogr.OFTString),
+    ("file", ogr.OFTString),
+    ("sha256", ogr.OFTString),
+    ("text", ogr.OFTString),
+    ("model_id", ogr.OFTString),
+    ("index_id", ogr.OFTString),
+    ("parameters", ogr.OFTString),
+    ("time", ogr.OFTString),
+    ("device", ogr.OFTString),
+    ("seconds", ogr.OFTReal),
+]
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when the results cannot be written where asked."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"{path}: cannot write there (no such folder, or not writable)")
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder; give a .gpkg file name")
+
+
+def write_results(path: Path | str, items: list[tuple[QueryRecord, LocateResult, CRS]]) -> Path:
+    """Write all queries and their results to one GeoPackage at `path` (replaced if present)."""
+    path = Path(path)
+    check_writable(path)
+    fd, tmp_name = tempfile.mkstemp(suffix=".gpkg", prefix=f".{path.stem}-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        _write(tmp, items)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _srs(crs: CRS) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs.to_wkt())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _layer(ds, name, geom_type, fields, srs=None):
+    layer = ds.CreateLayer(name, srs, geom_type, options=["FID=fid"])
+    for fname, kind in fields:
+        layer.CreateField(ogr.FieldDefn(fname, kind))
+    return layer
+
+
+def _write(path: Path, items) -> None:
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    wgs = _srs(WGS84)
+    cand = _layer(ds, "candidates", ogr.wkbPoint, _CANDIDATE_FIELDS, wgs)
+    foot = _layer(ds, "footprints", ogr.wkbPolygon, _FOOTPRINT_FIELDS, wgs)
+    query = _layer(ds, "query", ogr.wkbNone, _QUERY_FIELDS)
+    for record, result, crs in items:
+        for c in result.candidates:
+            f = ogr.Feature(cand.GetLayerDefn())
+            values = dict(
+                query_id=record.query_id, rank=c.rank, score=c.score, probability=c.probability,
+                lon=c.lon, lat=c.lat, size_m=c.size_m, rotation_deg=c.rotation,
+                n_chips=len(c.chip_ids), chip_ids=",".join(map(str, c.chip_ids)),
+            )  # fmt: skip
+            for k, v in values.items():
+                f.SetField(k, v)
+            f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({c.lon} {c.lat})"))
+            cand.CreateFeature(f)
+            g = ogr.Feature(foot.GetLayerDefn())
+            for k in ("query_id", "rank", "score", "size_m"):
+                g.SetField(k, values[k])
+            ring = tiling.transform_geometry(tiling.polygon_geometry(c.footprint), crs, WGS84)
+            g.SetGeometry(ring)
+            foot.CreateFeature(g)
+        f = ogr.Feature(query.GetLayerDefn())
+        for k, _ in _QUERY_FIELDS:
+            v = getattr(record, k)
+            if k == "parameters":
+                v = json.dumps(v, sort_keys=True)
+            if v is not None:
+                f.SetField(k, v)
+        query.CreateFeature(f)
+    ds = None
+    for record, result, _ in items:
+        if result.heatmap is not None:
+            _write_heatmap(path, f"heatmap_{record.query_id}", result.heatmap)
+
+
+def _write_heatmap(gpkg: Path, table: str, heat) -> None:
+    rows, cols = heat.values.shape
+    mem = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, gdal.GDT_Float32)
+    mem.SetGeoTransform(heat.geotransform)
+    mem.SetProjection(heat.crs_wkt)
+    band = mem.GetRasterBand(1)
+    band.SetNoDataValue(-9999.0)
+    values = heat.values.copy()
+    values[~(values == values)] = -9999.0  # NaN -> nodata
+    band.WriteArray(values)
+    gdal.Translate(
+        str(gpkg),
+        mem,
+        format="GPKG",
+        creationOptions=[f"RASTER_TABLE={table}", "APPEND_SUBDATASET=YES", "TILE_FORMAT=TIFF"],
+    )
+
+
+def write_heatmap_tif(path: Path | str, heat) -> None:
+    """The heat map alone, as a GeoTIFF."""
+    rows, cols = heat.values.shape
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), cols, rows, 1, gdal.GDT_Float32, options=["COMPRESS=DEFLATE"]
+    )
+    ds.SetGeoTransform(heat.geotransform)
+    ds.SetProjection(heat.crs_wkt)
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(float("nan"))
+    band.WriteArray(heat.values)
+    ds = None

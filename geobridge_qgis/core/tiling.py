@@ -1,0 +1,445 @@
+"""The multi-scale chip grid over a raster, and reading chips from it.
+
+Chips are squares of given ground sizes (default 100 m and 150 m: GeoLoc's satellite crops are
+80 to 180 m on a side) laid with a given overlap in a metric CRS: the raster's own when it is
+projected in metres with less than 1 % scale error at the region's centre, else the UTM zone of
+the region's centre (so Web Mercator and lon/lat rasters get true-metre chips). Chip centres sit
+on multiples of the stride in that CRS, so the same place gets the same chips whatever region is
+asked for. A chip belongs to the grid when its centre lies inside the region and inside the
+raster's footprint; chips that read as mostly nodata or blank are dropped at read time.
+
+Reading goes through GDAL (GeoTIFF, COG, VRT, GDAL's WMS/XYZ drivers): straight from the raster
+when it is in the grid's CRS, else through a warped VRT; each chip is read resampled (average)
+to the tower's input size, so a chip costs one RasterIO call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+from pyproj import CRS, Proj, Transformer
+
+from .errors import UserError
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+osr.UseExceptions()
+
+DEFAULT_CHIP_SIZES = (100.0, 150.0)
+DEFAULT_OVERLAP = 0.5
+DEFAULT_MAX_CHIPS = 250_000
+MAX_SCALE_ERROR = 0.01
+NODATA_MAX_SHARE = 0.5
+BLANK_MAX_STD = 2.0
+
+
+# ---------------------------------------------------------------- rasters
+
+
+def open_raster(source: str | Path) -> gdal.Dataset:
+    """Open a georeferenced raster (file, URL or GDAL connection string) or say why not."""
+    source = str(source)
+    if (
+        "://" not in source
+        and not source.startswith(("<", "WMS:", "/vsi"))
+        and not Path(source).exists()
+    ):
+        raise UserError(f"{source}: no such raster")
+    try:
+        ds = gdal.Open(source)
+    except RuntimeError as e:
+        raise UserError(f"{source}: GDAL cannot read it as a raster ({_first_line(e)})") from None
+    if ds is None or ds.RasterCount == 0:
+        raise UserError(f"{source}: not a raster")
+    gt = ds.GetGeoTransform(can_return_null=True)
+    if not ds.GetProjection() or gt is None or gt == (0, 1, 0, 0, 0, 1):
+        raise UserError(f"{source}: has no georeference (no CRS or geotransform)")
+    if gt[2] or gt[4]:
+        raise UserError(f"{source}: rotated geotransforms are not supported; warp it north-up")
+    return ds
+
+
+def raster_identity(source: str | Path, ds: gdal.Dataset) -> dict:
+    """What an index records to recognise its raster later."""
+    ident = {
+        "source": str(Path(source).resolve()) if Path(str(source)).exists() else str(source),
+        "crs_wkt": ds.GetProjection(),
+        "geotransform": list(ds.GetGeoTransform()),
+        "size": [ds.RasterXSize, ds.RasterYSize],
+        "bands": ds.RasterCount,
+    }
+    if Path(str(source)).is_file():
+        st = os.stat(source)
+        ident.update(bytes=st.st_size, mtime=int(st.st_mtime))
+    return ident
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _crs(wkt_or_code: str) -> CRS:
+    return CRS.from_user_input(wkt_or_code)
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    zone = math.floor((lon + 180) / 6) % 60 + 1
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def metric_crs(raster_crs: CRS, lon: float, lat: float) -> CRS:
+    """The raster's CRS if it measures true metres near (lon, lat), else the local UTM zone."""
+    if raster_crs.is_projected and raster_crs.axis_info[0].unit_name in ("metre", "meter"):
+        try:
+            f = Proj(raster_crs).get_factors(lon, lat)
+            if max(abs(f.meridional_scale - 1), abs(f.parallel_scale - 1)) < MAX_SCALE_ERROR:
+                return raster_crs
+        except Exception:  # PROJ cannot give factors for some CRSs: be safe, use UTM
+            pass
+    return utm_crs(lon, lat)
+
+
+def raster_footprint(ds: gdal.Dataset) -> ogr.Geometry:
+    """The raster's extent as a densified polygon in its own CRS."""
+    gt = ds.GetGeoTransform()
+    x0, y0 = gt[0], gt[3]
+    x1, y1 = x0 + gt[1] * ds.RasterXSize, y0 + gt[5] * ds.RasterYSize
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+        ring.AddPoint_2D(x, y)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    poly.Segmentize(max(abs(x1 - x0), abs(y1 - y0)) / 64)
+    return poly
+
+
+def transform_geometry(geom: ogr.Geometry, src: CRS, dst: CRS) -> ogr.Geometry:
+    """Reproject an OGR geometry with pyproj (always lon/lat or x/y order)."""
+    out = geom.Clone()
+    if src == dst:
+        return out
+    t = Transformer.from_crs(src, dst, always_xy=True)
+
+    def visit(g: ogr.Geometry) -> None:
+        if g.GetGeometryCount():
+            for i in range(g.GetGeometryCount()):
+                visit(g.GetGeometryRef(i))
+            return
+        pts = np.array(g.GetPoints() or [], dtype=float).reshape(-1, 2)
+        if len(pts):
+            xs, ys = t.transform(pts[:, 0], pts[:, 1])
+            for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+                g.SetPoint_2D(i, float(x), float(y))
+
+    visit(out)
+    return out
+
+
+# ---------------------------------------------------------------- regions
+
+
+@dataclass
+class Region:
+    """A search region: a polygon in some CRS; None geometry means the whole raster."""
+
+    geometry: ogr.Geometry | None = None
+    crs: CRS | None = None
+    label: str = "whole raster"
+
+    @classmethod
+    def from_bbox(cls, text: str, default_crs: CRS | None = None) -> Region:
+        """`x1,y1,x2,y2[,EPSG:n]`; without a CRS, the raster's."""
+        parts = [p.strip() for p in text.split(",")]
+        crs = default_crs
+        if len(parts) == 5:
+            try:
+                crs = CRS.from_user_input(parts.pop())
+            except Exception:
+                raise UserError(f"--bbox {text}: unknown CRS") from None
+        try:
+            x1, y1, x2, y2 = map(float, parts)
+        except ValueError:
+            raise UserError(f"--bbox {text}: expected x1,y1,x2,y2[,EPSG:n]") from None
+        if x1 >= x2 or y1 >= y2:
+            raise UserError(f"--bbox {text}: empty box (need x1 < x2 and y1 < y2)")
+        geom = ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x1} {y1},{x2} {y1},{x2} {y2},{x1} {y2},{x1} {y1}))"
+        )
+        geom.Segmentize(max(x2 - x1, y2 - y1) / 16)
+        return cls(geom, crs, f"bbox {text}")
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> Region:
+        """The union of the polygons in a vector file, in its layer's CRS."""
+        path = Path(path)
+        try:
+            ds = ogr.Open(str(path))
+        except RuntimeError as e:
+            raise UserError(f"{path}: not a vector file ({_first_line(e)})") from None
+        if ds is None or ds.GetLayerCount() == 0:
+            raise UserError(f"{path}: not a vector file")
+        layer = ds.GetLayer(0)
+        srs = layer.GetSpatialRef()
+        union = ogr.Geometry(ogr.wkbMultiPolygon)
+        for feature in layer:
+            g = feature.GetGeometryRef()
+            if g is not None and g.GetDimension() == 2:
+                union = union.Union(g)
+        if union.IsEmpty():
+            raise UserError(f"{path}: holds no polygon")
+        if srs is None:
+            raise UserError(f"{path}: its layer has no CRS")
+        return cls(union, CRS.from_wkt(srs.ExportToWkt()), str(path))
+
+    @classmethod
+    def from_wkt(cls, wkt: str, crs: str | CRS) -> Region:
+        return cls(
+            ogr.CreateGeometryFromWkt(wkt), _crs(crs) if isinstance(crs, str) else crs, "wkt"
+        )
+
+
+# ---------------------------------------------------------------- grid
+
+
+@dataclass
+class Grid:
+    """Chips as arrays (one row each), so a million chips cost megabytes, not objects."""
+
+    crs: CRS
+    chip_sizes: tuple[float, ...]
+    overlap: float
+    ids: np.ndarray  # int64, unique and stable for (crs, size, position)
+    sizes: np.ndarray  # float64 metres
+    cx: np.ndarray  # centre x in `crs`
+    cy: np.ndarray
+    region_wkt: str  # the region used, in `crs`
+    lonlat_bounds: tuple[float, float, float, float] = field(default=(0, 0, 0, 0))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lonlat(self, idx: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        t = Transformer.from_crs(self.crs, 4326, always_xy=True)
+        return t.transform(self.cx[idx], self.cy[idx])
+
+    def signature(self) -> dict:
+        """What identifies this grid (for resume and for the index manifest)."""
+        return {
+            "crs": self.crs.to_string(),
+            "chip_sizes": list(self.chip_sizes),
+            "overlap": self.overlap,
+            "count": len(self),
+            "ids_checksum": int(np.bitwise_xor.reduce(self.ids * 2654435761 % (1 << 61)))
+            if len(self)
+            else 0,
+        }
+
+
+def _chip_id(size_index: int, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
+    # 4 bits of scale, 29+29 bits of signed lattice position: unique, stable, positive.
+    off = 1 << 28
+    return (
+        (np.int64(size_index) << 58)
+        | ((kx.astype(np.int64) + off) << 29)
+        | (ky.astype(np.int64) + off)
+    )
+
+
+def plan_grid(
+    ds: gdal.Dataset,
+    region: Region | None = None,
+    chip_sizes: tuple[float, ...] = DEFAULT_CHIP_SIZES,
+    overlap: float = DEFAULT_OVERLAP,
+    source: str = "raster",
+) -> Grid:
+    """Lay the chip grid over `region` (default: the whole raster). Reads no pixels."""
+    if not chip_sizes or min(chip_sizes) <= 0:
+        raise UserError(f"chip sizes must be positive metres, got {chip_sizes}")
+    if len(chip_sizes) > 15:
+        raise UserError("at most 15 chip sizes")
+    if not 0 <= overlap < 0.95:
+        raise UserError(f"overlap must be in [0, 0.95), got {overlap}")
+    raster_crs = CRS.from_wkt(ds.GetProjection())
+    footprint = raster_footprint(ds)
+    region = region or Region()
+    if region.geometry is None:
+        region_geom, region_crs = footprint, raster_crs
+    else:
+        region_geom, region_crs = region.geometry, region.crs or raster_crs
+    if region_geom.IsEmpty() or region_geom.GetArea() <= 0:
+        raise UserError(f"{region.label}: the region is empty")
+    # Where is the region? Its centre decides the metric CRS.
+    region_ll = transform_geometry(region_geom, region_crs, CRS.from_epsg(4326))
+    c = region_ll.Centroid()
+    grid_crs = metric_crs(raster_crs, c.GetX(), c.GetY())
+    region_m = transform_geometry(region_geom, region_crs, grid_crs)
+    footprint_m = transform_geometry(footprint, raster_crs, grid_crs)
+    area = region_m.Intersection(footprint_m)
+    if area is None or area.IsEmpty() or area.GetArea() <= 0:
+        raise UserError(f"{region.label}: the region does not overlap the raster {source}")
+
+    xmin, xmax, ymin, ymax = area.GetEnvelope()
+    ids, sizes, cxs, cys = [], [], [], []
+    for si, size in enumerate(chip_sizes):
+        stride = size * (1 - overlap)
+        kx0, kx1 = math.ceil(xmin / stride), math.floor(xmax / stride)
+        ky0, ky1 = math.ceil(ymin / stride), math.floor(ymax / stride)
+        if kx1 < kx0 or ky1 < ky0:
+            continue
+        nx, ny = kx1 - kx0 + 1, ky1 - ky0 + 1
+        if nx * ny > 50_000_000:
+            raise UserError(
+                f"{region.label}: {nx * ny:,} lattice points at {size:g} m; narrow the region"
+            )
+        mask = _rasterize(area, grid_crs, kx0 * stride, ky1 * stride, stride, nx, ny)
+        rows, cols = np.nonzero(mask)
+        kx, ky = kx0 + cols, ky1 - rows
+        ids.append(_chip_id(si, kx, ky))
+        sizes.append(np.full(len(kx), float(size)))
+        cxs.append(kx * stride)
+        cys.append(ky * stride)
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    e = region_ll.GetEnvelope()
+    return Grid(
+        crs=grid_crs,
+        chip_sizes=tuple(float(s) for s in chip_sizes),
+        overlap=float(overlap),
+        ids=cat(ids, np.int64),
+        sizes=cat(sizes, np.float64),
+        cx=cat(cxs, np.float64),
+        cy=cat(cys, np.float64),
+        region_wkt=area.ExportToWkt(),
+        lonlat_bounds=(e[0], e[2], e[1], e[3]),
+    )
+
+
+def _rasterize(geom, crs: CRS, x_first, y_first, stride, nx, ny) -> np.ndarray:
+    """Which lattice points (pixel centres) lie inside `geom`: GDAL's rasterizer does it."""
+    ds = gdal.GetDriverByName("MEM").Create("", nx, ny, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((x_first - stride / 2, stride, 0, y_first + stride / 2, 0, -stride))
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs.to_wkt())
+    ds.SetProjection(srs.ExportToWkt())
+    mem = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = mem.CreateLayer("r", srs, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(geom)
+    layer.CreateFeature(feature)
+    gdal.RasterizeLayer(ds, [1], layer, burn_values=[1])
+    return ds.GetRasterBand(1).ReadAsArray().astype(bool)
+
+
+def polygon_geometry(points) -> ogr.Geometry:
+    """An OGR polygon from a closed ring of (x, y) points."""
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in points:
+        ring.AddPoint_2D(float(x), float(y))
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return poly
+
+
+def chip_polygon(cx: float, cy: float, size: float) -> list[tuple[float, float]]:
+    h = size / 2
+    return [
+        (cx - h, cy - h),
+        (cx + h, cy - h),
+        (cx + h, cy + h),
+        (cx - h, cy + h),
+        (cx - h, cy - h),
+    ]
+
+
+# ---------------------------------------------------------------- reading
+
+
+class ChipReader:
+    """Reads chips of a grid from a GDAL raster as uint8 RGB arrays at the tower's size.
+
+    `read` returns None for a chip that is mostly nodata or blank.
+    """
+
+    def __init__(self, ds: gdal.Dataset, grid_crs: CRS, bounds: tuple[float, float, float, float]):
+        self._src_ds = ds
+        raster_crs = CRS.from_wkt(ds.GetProjection())
+        if raster_crs == grid_crs:
+            self.ds = ds
+        else:
+            # A warped VRT reads (and reprojects) only the windows asked for.
+            xmin, ymin, xmax, ymax = bounds
+            self.ds = gdal.Warp(
+                "",
+                ds,
+                format="VRT",
+                dstSRS=grid_crs.to_wkt(),
+                outputBounds=(xmin, ymin, xmax, ymax),
+                resampleAlg="bilinear",
+                dstAlpha=True,
+            )
+        self.gt = self.ds.GetGeoTransform()
+        n = self.ds.RasterCount
+        self.alpha = None
+        colour = []
+        for i in range(1, n + 1):
+            interp = self.ds.GetRasterBand(i).GetColorInterpretation()
+            if interp == gdal.GCI_AlphaBand:
+                self.alpha = i
+            else:
+                colour.append(i)
+        self.bands = colour[:3] if len(colour) >= 3 else colour[:1] * 3
+        self.scale = self._stretch()
+
+    def _stretch(self) -> tuple[float, float] | None:
+        """Linear stretch for rasters that are not 8-bit (16-bit sensors, floats)."""
+        band = self.ds.GetRasterBand(self.bands[0])
+        if band.DataType == gdal.GDT_Byte:
+            return None
+        lo, hi = band.ComputeRasterMinMax(True)
+        return float(lo), float(max(hi - lo, 1e-9))
+
+    def read(self, cx: float, cy: float, size_m: float, out_px: int) -> np.ndarray | None:
+        gt = self.gt
+        x0 = (cx - size_m / 2 - gt[0]) / gt[1]
+        y0 = (cy + size_m / 2 - gt[3]) / gt[5]
+        w, h = size_m / gt[1], size_m / -gt[5]
+        # Clip the window to the raster; what falls outside counts as nodata.
+        W, H = self.ds.RasterXSize, self.ds.RasterYSize
+        cx0, cy0 = max(0, round(x0)), max(0, round(y0))
+        cx1, cy1 = min(W, round(x0 + w)), min(H, round(y0 + h))
+        if cx1 - cx0 < 2 or cy1 - cy0 < 2:
+            return None
+        ox0 = round((cx0 - x0) / w * out_px)
+        oy0 = round((cy0 - y0) / h * out_px)
+        ow = max(1, min(out_px - ox0, round((cx1 - cx0) / w * out_px)))
+        oh = max(1, min(out_px - oy0, round((cy1 - cy0) / h * out_px)))
+        kw = dict(buf_xsize=ow, buf_ysize=oh, resample_alg=gdal.GRIORA_Average)
+        arr = self.ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=self.bands, **kw)
+        valid = np.zeros((out_px, out_px), bool)
+        if self.alpha:
+            a = self.ds.GetRasterBand(self.alpha).ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, **kw)
+            v = a > 127
+        else:
+            v = (
+                self.ds.GetRasterBand(self.bands[0])
+                .GetMaskBand()
+                .ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, **kw)
+                > 127
+            )
+        valid[oy0 : oy0 + oh, ox0 : ox0 + ow] = v
+        if 1 - valid.mean() > NODATA_MAX_SHARE:
+            return None
+        if self.scale is not None:
+            lo, span = self.scale
+            arr = np.clip((arr.astype(np.float64) - lo) / span * 255, 0, 255)
+        img = np.zeros((out_px, out_px, 3), np.uint8)
+        img[oy0 : oy0 + oh, ox0 : ox0 + ow] = np.moveaxis(arr, 0, -1).astype(np.uint8)
+        img[~valid] = 0
+        if img[valid].std() < BLANK_MAX_STD:
+            return None
+        return img
