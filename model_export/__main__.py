@@ -74,6 +74,44 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    """A synthetic world: satellite GeoTIFF, drone photos, truth, descriptions, vector scene."""
+    from .synth import synth
+
+    synth(
+        args.seed,
+        args.size_km,
+        args.out,
+        gsd=args.gsd,
+        photos=args.photos,
+        exif=not args.no_exif,
+    )
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(seed=args.seed)
+    if args.steps:
+        cfg.steps = args.steps
+    if args.max_minutes:
+        cfg.max_minutes = args.max_minutes
+    if args.worlds:
+        cfg.seeds = cfg.seeds[: args.worlds]
+    train(cfg, args.out)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, table
+
+    rows = evaluate(args.bundle, args.world, args.out)
+    print(table(rows))
+    print(f"wrote {args.out}/metrics.json and top-k CSVs")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -105,6 +143,29 @@ def parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("synth", help="write a synthetic world (satellite, drone photos, texts)")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--size-km", type=float, required=True, help="side of the square world")
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.add_argument("--gsd", type=float, default=0.5, help="satellite metres per pixel (0.5)")
+    p.add_argument("--photos", type=int, default=40, help="drone photos (40)")
+    p.add_argument("--no-exif", action="store_true", help="photos without EXIF/XMP metadata")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train the demo GeoBridge on synthetic worlds (CPU)")
+    p.add_argument("--out", type=Path, required=True, help="folder for checkpoint and log")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="optimiser steps (default 400)")
+    p.add_argument("--worlds", type=int, help="number of training worlds (default 12)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this long (25)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="the paper's metrics on a synthetic world")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("out/eval"))
+    p.set_defaults(func=cmd_eval)
     return ap
 
 

@@ -10,27 +10,32 @@ import argparse
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 
-def _run(args: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in GB) of one child process, its RSS sampled every 0.1 s."""
+def measure_child(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in GB) of a child process, its RSS sampled every 0.05 s."""
     import psutil
 
     t0 = time.perf_counter()
-    child = psutil.Popen([sys.executable, "-m", "model_export", *args])
+    child = psutil.Popen(cmd, stderr=subprocess.DEVNULL)
     peak = 0
     while child.poll() is None:
         try:
             peak = max(peak, child.memory_info().rss)
         except psutil.NoSuchProcess:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     if child.returncode != 0:
-        raise SystemExit(f"model_export {args[0]} failed with exit code {child.returncode}")
+        raise SystemExit(f"{' '.join(cmd[:4])} failed with exit code {child.returncode}")
     return time.perf_counter() - t0, peak / 1e9
+
+
+def _run(args: list[str]) -> tuple[float, float]:
+    return measure_child([sys.executable, "-m", "model_export", *args])
 
 
 def main() -> int:

@@ -1,0 +1,206 @@
+"""`python -m model_export eval`: the paper's metrics on a synthetic world, through the engine.
+
+The gallery is the engine's own multi-scale chip grid over the world's whole satellite raster
+(100 m and 150 m chips, 50 % overlap, exactly what the plugin indexes), so this measures the
+engine as analysts use it. Positive rule: a satellite chip is a positive for a drone photo (or
+its description) when the chip's square contains the photo's true footprint centre; with two
+scales and 50 % overlap, several chips can be positive and the best-ranked one counts.
+For satellite -> drone the query is, per photo, the 100 m chip whose centre is nearest the
+photo's true centre, and the positive is that photo.
+
+Drone queries are embedded in four rotations; a gallery chip's score is the maximum over them
+("rot-TTA"); "no-rot" uses the photo as taken. Baselines on the same gallery: random scores,
+and a colour histogram (8x8x8 RGB bins, cosine) for the image-image directions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pyproj import Transformer
+
+from geobridge_qgis.core import tiling
+from geobridge_qgis.core.bundle import Bundle
+from geobridge_qgis.core.encoders import Encoders, normalize
+from geobridge_qgis.core.errors import UserError
+from geobridge_qgis.core.index import Index, build_index
+from geobridge_qgis.core.locate import DEFAULT_ROTATIONS, locate, photo_embeddings
+from geobridge_qgis.core.photo import read_photo
+
+from .metrics import first_positive_ranks, haversine_m, localisation_metrics, retrieval_metrics
+
+TOPK_CSV = 10
+
+
+@dataclass
+class WorldData:
+    root: Path
+    files: list[str]
+    lon: np.ndarray
+    lat: np.ndarray
+    texts: list[str]
+
+
+def read_world(root: Path) -> WorldData:
+    root = Path(root)
+    truth = root / "drone" / "truth.csv"
+    if not (root / "satellite.tif").is_file() or not truth.is_file():
+        raise UserError(f"{root}: not a synthetic world (needs satellite.tif and drone/truth.csv)")
+    with open(truth, newline="") as f:
+        rows = list(csv.DictReader(f))
+    texts = {}
+    desc = root / "text" / "descriptions.csv"
+    if desc.is_file():
+        with open(desc, newline="") as f:
+            texts = {r["drone_file"]: r["text"] for r in csv.DictReader(f)}
+    files = [r["file"] for r in rows]
+    return WorldData(
+        root,
+        files,
+        np.array([float(r["lon"]) for r in rows]),
+        np.array([float(r["lat"]) for r in rows]),
+        [texts.get(f, "") for f in files],
+    )
+
+
+def gallery_index(encoders: Encoders, world: Path, cache: Path) -> Index:
+    """The world's reference index, built once per model into `cache`."""
+    out = cache / f"index-{encoders.bundle.model_id}"
+    if not out.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        build_index(encoders, world / "satellite.tif", out)
+    return Index.open(out, encoders.bundle)
+
+
+def colour_histogram(images: list[np.ndarray], bins: int = 8) -> np.ndarray:
+    out = np.zeros((len(images), bins**3), np.float32)
+    for i, img in enumerate(images):
+        q = (img.reshape(-1, 3).astype(np.int64) * bins) // 256
+        idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
+        out[i] = np.bincount(idx, minlength=bins**3)
+    return normalize(np.sqrt(out))
+
+
+def _row(name: str, method: str, ranks, gallery_size, errors) -> dict:
+    return {
+        "direction": name,
+        "method": method,
+        **retrieval_metrics(ranks, gallery_size),
+        **localisation_metrics(errors),
+    }
+
+
+def _write_topk(path: Path, scores: np.ndarray, positives: np.ndarray, gallery_ids) -> None:
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :TOPK_CSV]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query_id", "rank", "gallery_id", "score", "correct"])
+        for q in range(len(scores)):
+            for r, g in enumerate(order[q], start=1):
+                w.writerow([q, r, gallery_ids[g], f"{scores[q, g]:.6f}", int(positives[q, g])])
+
+
+def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> list[dict]:
+    bundle = Bundle.load(bundle_dir)
+    encoders = Encoders(bundle)
+    world = read_world(world_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = gallery_index(encoders, world.root, out / "cache")
+    ids = index.ids
+    gallery = np.stack([index.faiss_index.reconstruct(int(i)) for i in ids])
+    to_grid = Transformer.from_crs(4326, index.crs, always_xy=True)
+    tx, ty = to_grid.transform(world.lon, world.lat)
+    tx, ty = np.asarray(tx), np.asarray(ty)
+    half = index.sizes[None, :] / 2
+    positives = (np.abs(index.cx[None, :] - tx[:, None]) <= half) & (
+        np.abs(index.cy[None, :] - ty[:, None]) <= half
+    )
+
+    photos = [read_photo(world.root / "drone" / f) for f in world.files]
+    drone_rot = np.stack(
+        [photo_embeddings(encoders, p, "drone", DEFAULT_ROTATIONS) for p in photos]
+    )
+    drone_up = drone_rot[:, 0]
+    rows = []
+
+    def chip_errors(scores):
+        top = scores.argmax(1)
+        return haversine_m(index.lon[top], index.lat[top], world.lon, world.lat)
+
+    # drone -> satellite
+    for method, s in (
+        ("rot-TTA", np.einsum("qrd,gd->qrg", drone_rot, gallery).max(1)),
+        ("no-rot", drone_up @ gallery.T),
+    ):
+        rows.append(_row("drone->satellite", method, first_positive_ranks(s, positives),
+                         len(ids), chip_errors(s)))  # fmt: skip
+        if method == "rot-TTA":
+            _write_topk(out / "topk_drone_satellite.csv", s, positives, ids)
+            engine_err = []
+            for q in range(len(photos)):
+                c = locate(index, drone_rot[q], bundle.logit_scale, top_k=1, heatmap=False)
+                best = c.candidates[0]
+                engine_err.append(haversine_m(best.lon, best.lat, world.lon[q], world.lat[q]))
+            ranks = first_positive_ranks(s, positives)
+            rows.append(_row("drone->satellite", "rot-TTA, engine candidate", ranks, len(ids),
+                             np.array(engine_err)))  # fmt: skip
+    rng = np.random.default_rng(seed)
+    rnd = rng.random(positives.shape)
+    rows.append(_row("drone->satellite", "random", first_positive_ranks(rnd, positives),
+                     len(ids), chip_errors(rnd)))  # fmt: skip
+    reader = tiling.ChipReader(
+        tiling.open_raster(world.root / "satellite.tif"), index.crs, (-1e12, -1e12, 1e12, 1e12)
+    )
+    chips = [reader.read(index.cx[i], index.cy[i], index.sizes[i], 64) for i in range(len(ids))]
+    chips = [c if c is not None else np.zeros((64, 64, 3), np.uint8) for c in chips]
+    hist_g, hist_q = colour_histogram(chips), colour_histogram(photos)
+    hs = hist_q @ hist_g.T
+    rows.append(_row("drone->satellite", "colour histogram", first_positive_ranks(hs, positives),
+                     len(ids), chip_errors(hs)))  # fmt: skip
+
+    # satellite -> drone: the 100 m chip nearest each photo's centre is the query
+    small = np.flatnonzero(index.sizes == index.sizes.min())
+    d = (index.cx[small][None] - tx[:, None]) ** 2 + (index.cy[small][None] - ty[:, None]) ** 2
+    qchips = small[d.argmin(1)]
+    eye = np.eye(len(photos), dtype=bool)
+    s = np.einsum("qd,grd->qgr", gallery[qchips], drone_rot).max(2)
+    top = s.argmax(1)
+    err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
+    rows.append(_row("satellite->drone", "rot-TTA", first_positive_ranks(s, eye), len(photos), err))
+    _write_topk(out / "topk_satellite_drone.csv", s, eye, world.files)
+    hs2 = hist_g[qchips] @ hist_q.T
+    top = hs2.argmax(1)
+    err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
+    rows.append(_row("satellite->drone", "colour histogram", first_positive_ranks(hs2, eye),
+                     len(photos), err))  # fmt: skip
+
+    # text -> satellite and text -> drone
+    if all(world.texts) and "text" in bundle.towers:
+        text = encoders.encode_text(world.texts)
+        s = text @ gallery.T
+        rows.append(_row("text->satellite", "model", first_positive_ranks(s, positives),
+                         len(ids), chip_errors(s)))  # fmt: skip
+        _write_topk(out / "topk_text_satellite.csv", s, positives, ids)
+        rnd = rng.random(positives.shape)
+        rows.append(_row("text->satellite", "random", first_positive_ranks(rnd, positives),
+                         len(ids), chip_errors(rnd)))  # fmt: skip
+        s = np.einsum("qd,grd->qgr", text, drone_rot).max(2)
+        top = s.argmax(1)
+        err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
+        rows.append(_row("text->drone", "model", first_positive_ranks(s, eye), len(photos), err))
+        _write_topk(out / "topk_text_drone.csv", s, eye, world.files)
+    (out / "metrics.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["R@1", "R@5", "R@1%", "AP", "L@50", "L@100", "L@150", "median_m"]
+    lines = ["| direction | method | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        vals = [f"{r[c]:.1f}" for c in cols]
+        lines.append(f"| {r['direction']} | {r['method']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""The paper's retrieval metrics, as the official test code computes them (with L@ working).
+
+For each query, `ranks` holds the 1-based rank of its first positive in the gallery (inf when
+none is there). R@k: the share with rank <= k. AP: the mean reciprocal rank of the positive
+(what the official code calls AP). R@1%: rank <= max(1, int(0.01 * gallery size)).
+L@d: the share of queries whose top-1 result's centre lies within d metres (haversine) of the
+query's true centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(lon1, lat1, lon2, lat2) -> np.ndarray:
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, float)) for v in (lon1, lat1, lon2, lat2))
+    a = (
+        np.sin((lat2 - lat1) / 2) ** 2
+        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def first_positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """1-based rank of the best-ranked positive per query. scores, positives: [Q, G]."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    hit = np.take_along_axis(positives, order, axis=1)
+    ranks = np.where(hit.any(1), hit.argmax(1) + 1, np.inf)
+    return ranks.astype(float)
+
+
+def retrieval_metrics(ranks: np.ndarray, gallery_size: int) -> dict[str, float]:
+    ranks = np.asarray(ranks, float)
+    one_pct = max(1, int(0.01 * gallery_size))
+    return {
+        "R@1": float(np.mean(ranks <= 1) * 100),
+        "R@5": float(np.mean(ranks <= 5) * 100),
+        "R@1%": float(np.mean(ranks <= one_pct) * 100),
+        "AP": float(np.mean(1.0 / ranks) * 100),
+    }
+
+
+def localisation_metrics(errors_m: np.ndarray, radii=(50, 100, 150)) -> dict[str, float]:
+    errors_m = np.asarray(errors_m, float)
+    out = {f"L@{r}": float(np.mean(errors_m <= r) * 100) for r in radii}
+    out["median_m"] = float(np.median(errors_m)) if len(errors_m) else float("nan")
+    return out
