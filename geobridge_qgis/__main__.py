@@ -113,12 +113,18 @@ def cmd_locate(args) -> int:
     from geobridge_qgis.core.errors import UserError
     from geobridge_qgis.core.index import Index
     from geobridge_qgis.core.photo import read_photo
-    from geobridge_qgis.core.results import QueryRecord, check_writable, write_results
+    from geobridge_qgis.core.results import (
+        QueryRecord,
+        check_writable,
+        write_heatmap_tif,
+        write_results,
+    )
 
     if not args.photo and not args.text:
         raise UserError("give --photo, --text or both")
-    if args.out:
-        check_writable(args.out)
+    for path in (args.out, args.heatmap):
+        if path:
+            check_writable(path)
     bundle = Bundle.load(args.bundle)
     index = Index.open(args.index, bundle)
     photos = [(p, read_photo(p)) for p in args.photo or []]  # all checked before any work
@@ -136,7 +142,7 @@ def cmd_locate(args) -> int:
         q = L.fuse(photo_emb, text_emb, args.text_weight)
         rots = rotations if photo_emb is not None else (0,)
         result = L.locate(index, q, bundle.logit_scale, top_k=args.top_k, region=region,
-                          rotations=rots, heatmap=bool(args.out))  # fmt: skip
+                          rotations=rots, heatmap=bool(args.out or args.heatmap))  # fmt: skip
         kind = "+".join(k for k, v in (("photo", path), ("text", args.text)) if v)
         record = QueryRecord(
             query_id=qid, kind=kind, model_id=bundle.model_id, index_id=index.index_id,
@@ -159,6 +165,9 @@ def cmd_locate(args) -> int:
     if args.out:
         write_results(args.out, items)
         print(f"wrote {args.out}", file=sys.stderr)
+    if args.heatmap and items[0][1].heatmap is not None:
+        write_heatmap_tif(args.heatmap, items[0][1].heatmap)
+        print(f"wrote {args.heatmap}", file=sys.stderr)
     if args.json:
         json.dump(out_json, sys.stdout, indent=1)
         print()
@@ -226,6 +235,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--bbox", help="x1,y1,x2,y2[,EPSG:n] (default CRS: the index's)")
     p.add_argument("--out", type=Path, help="results GeoPackage")
     p.add_argument("--json", action="store_true", help="print candidates as JSON to stdout")
+    p.add_argument("--heatmap", type=Path, help="also write the (first) query's heat map GeoTIFF")
     p.set_defaults(func=cmd_locate)
 
     p = sub.add_parser("info", help="bundle and device")

@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Pa
         f"training {cfg.steps} steps, batch {cfg.batch}, "
         f"bf16 autocast {'on' if use_bf16 else 'off'}"
     )
-    step = 0
+    done = 0
     for step in range(cfg.steps):
         if (time.perf_counter() - t1) / 60 > cfg.max_minutes:
             log(f"stopping at step {step}: the {cfg.max_minutes} minute budget is spent")
@@ -216,6 +216,7 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Pa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        done += 1
         if step % 20 == 0 or step == cfg.steps - 1:
             rate = (step + 1) / (time.perf_counter() - t1)
             history.append({"step": step, "loss": loss.item(), "drone_sat": loss_ds.item(),
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Pa
     report = {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
         "pairs": int(n),
-        "steps_done": step + 1,
+        "steps_done": done,
         "render_seconds": round(render_s, 1),
         "train_seconds": round(time.perf_counter() - t1, 1),
         "history": history,

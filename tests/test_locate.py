@@ -150,7 +150,8 @@ def test_cli_locate_a_chip_and_json(tiny_bundle, tiny_index, utm_raster, tmp_pat
     # and photo both, check the JSON contract and that the GeoPackage is written.
     r = run_cli("geobridge_qgis", "locate", "--bundle", tiny_bundle, "--index", tiny_index,
                 "--photo", tmp_path / "chip.png", "--text", "a field", "--json",
-                "--out", tmp_path / "r.gpkg", "--top-k", "4")  # fmt: skip
+                "--out", tmp_path / "r.gpkg", "--top-k", "4",
+                "--heatmap", tmp_path / "heat.tif")  # fmt: skip
     assert r.returncode == 0, r.stderr
     cands = json.loads(r.stdout)
     assert [c["rank"] for c in cands] == [1, 2, 3, 4]
@@ -162,6 +163,9 @@ def test_cli_locate_a_chip_and_json(tiny_bundle, tiny_index, utm_raster, tmp_pat
     ds = ogr.Open(str(tmp_path / "r.gpkg"))
     q = ds.GetLayerByName("query").GetNextFeature()
     assert q.GetField("kind") == "photo+text" and q.GetField("text") == "a field"
+    heat = gdal.Open(str(tmp_path / "heat.tif"))
+    assert heat.GetSpatialRef().GetAuthorityCode(None) == "32633"
+    assert np.nanmax(heat.ReadAsArray()) == pytest.approx(cands[0]["score"], abs=1e-5)
 
 
 def test_cli_bad_input(tiny_bundle, tiny_index, utm_raster, tmp_path):
