@@ -93,9 +93,9 @@ def bench_faiss(out: dict) -> None:
     for n in (100_000, 1_000_000):
         xb = rng.standard_normal((n, d), dtype=np.float32)
         xb /= np.linalg.norm(xb, axis=1, keepdims=True)
-        xq = xb[rng.choice(n, nq, replace=False)] + 0.5 * rng.standard_normal(
-            (nq, d), dtype=np.float32
-        )
+        # Queries near a stored vector (noise of half its norm), as real queries are.
+        noise = rng.standard_normal((nq, d), dtype=np.float32) * (0.5 / np.sqrt(d))
+        xq = xb[rng.choice(n, nq, replace=False)] + noise
         xq /= np.linalg.norm(xq, axis=1, keepdims=True)
 
         def brute(xb=xb, xq=xq):

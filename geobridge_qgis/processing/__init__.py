@@ -1,0 +1,1 @@
+"""GeoBridge's Processing provider: build an index, locate photos, locate a description."""

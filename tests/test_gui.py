@@ -1,0 +1,354 @@
+"""The GeoBridge dock and the QgsTasks behind it, in a real (offscreen) QGIS.
+
+The dock is driven the way an analyst drives it (file widgets, clicks, a dropped file); tasks
+run through QGIS's task manager, and tests wait for them with a bounded event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from osgeo import gdal, ogr
+from PIL import Image
+from pyproj import Transformer
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSettings,
+)
+from qgis.PyQt.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from qgis.PyQt.QtGui import QDragEnterEvent, QDropEvent
+from qgis.PyQt.QtTest import QTest
+
+SCREENSHOTS = ROOT / "out" / "screenshots"
+DEMO = ROOT / "resources" / "demo"
+DEMO_PHOTO = "drone_004.jpg"  # one the demo model places well: a readable screenshot
+# The photo's GPS: the centre of pixel window (300..540, 300..540) of utm_raster.
+PHOTO_X, PHOTO_Y = 500010 + 420 * 0.5, 5500990 - 420 * 0.5
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+
+
+def _dms(value: float) -> tuple[float, float, float]:
+    d = int(value)
+    m = int((value - d) * 60)
+    return float(d), float(m), round((value - d - m / 60) * 3600, 5)
+
+
+def gps_photo(raster: Path, path: Path) -> tuple[Path, float, float]:
+    """A 240 px crop of the raster, saved as a JPEG whose EXIF says where it was taken."""
+    arr = gdal.Open(str(raster)).ReadAsArray(300, 300, 240, 240)
+    lon, lat = Transformer.from_crs(32633, 4326, always_xy=True).transform(PHOTO_X, PHOTO_Y)
+    exif = Image.Exif()
+    exif.get_ifd(0x8825).update(
+        {1: "N", 2: _dms(lat), 3: "E", 4: _dms(lon), 5: 0, 6: 120.0, 16: "T", 17: 45.0}
+    )
+    Image.fromarray(np.moveaxis(arr, 0, -1)).save(path, exif=exif, quality=92)
+    return path, lon, lat
+
+
+def haversine_m(lon1, lat1, lon2, lat2) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (math.sin((p2 - p1) / 2) ** 2
+         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)  # fmt: skip
+    return 2 * 6371008.8 * math.asin(math.sqrt(a))
+
+
+@pytest.fixture
+def dock(qgis_iface, qgis_new_project):
+    from geobridge_qgis.gui.dock import GeoBridgeDock
+
+    QgsSettings().remove("geobridge/dock")  # start from a dock nobody used
+    d = GeoBridgeDock(qgis_iface, qgis_iface.mainWindow())
+    d.setFloating(True)
+    d.resize(440, 980)
+    d.show()
+    yield d
+    d.shutdown()
+    d.close()
+    d.deleteLater()
+    QgsSettings().remove("geobridge/dock")
+
+
+def test_dock_locates_a_photo_end_to_end(
+    dock, qgis_iface, tiny_bundle, tiny_index, utm_raster, tmp_path
+):
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:32633"))
+    satellite = QgsRasterLayer(str(utm_raster), "satellite")
+    QgsProject.instance().addMapLayer(satellite)
+
+    dock.bundle_edit.setFilePath(str(tiny_bundle))
+    assert "tiny" in dock.bundle_info.text() and "embedding 32" in dock.bundle_info.text()
+    assert "device: <b>CPU</b>" in dock.bundle_info.text()
+    dock.index_edit.setFilePath(str(tiny_index))
+    assert "chips of utm.tif" in dock.index_info.text()
+    assert "another model" not in dock.index_info.text()
+
+    photo, lon, lat = gps_photo(utm_raster, tmp_path / "photo.jpg")
+    dock.photo_edit.setFilePath(str(photo))
+    wait_for(lambda: dock.photo_meta is not None, 30)
+    assert f"GPS {lat:.6f}, {lon:.6f}" in dock.exif_info.text()
+    assert "altitude 120 m" in dock.exif_info.text() and "heading 45°" in dock.exif_info.text()
+    pixmap = dock.thumbnail.pixmap()
+    assert pixmap is not None and (pixmap.width(), pixmap.height()) == (180, 180)
+
+    dock.top_k.setValue(5)
+    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    assert dock.is_busy() and not dock.locate_button.isEnabled()
+    wait_for(lambda: not dock.is_busy())
+    assert dock.locate_button.isEnabled()
+    assert dock.status.text().startswith("5 candidates for photo.jpg"), dock.status.text()
+
+    # The table shows what the GeoPackage holds, with the distance to the photo's GPS.
+    gpkg = dock.outcome.out
+    ds = ogr.Open(str(gpkg))
+    rows = sorted(
+        (f["rank"], f["score"], f["probability"], f["lon"], f["lat"])
+        for f in ds.GetLayerByName("candidates")
+    )
+    ds = None
+    assert dock.table.rowCount() == len(rows) == 5
+    for r, (rank, score, prob, c_lon, c_lat) in enumerate(rows):
+        assert dock.table.item(r, 0).text() == str(rank)
+        assert dock.table.item(r, 1).data(Qt.UserRole) == pytest.approx(score, abs=1e-6)
+        assert dock.table.item(r, 2).data(Qt.UserRole) == pytest.approx(prob, abs=1e-6)
+        distance = dock.table.item(r, 3).data(Qt.UserRole)
+        assert distance == pytest.approx(haversine_m(c_lon, c_lat, lon, lat), abs=0.5)
+        assert dock.table.item(r, 3).text() == f"{distance:,.0f} m"
+
+    # The result layers are in the project's results group, with the expected fields.
+    group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
+    layers = {node.layer().name(): node.layer() for node in group.findLayers()}
+    assert set(layers) == {"photo.jpg candidates", "photo.jpg footprints", "photo.jpg heat map"}
+    candidates = layers["photo.jpg candidates"]
+    assert {"rank", "score", "probability", "lon", "lat", "chip_ids"} <= set(
+        candidates.fields().names()
+    )
+    assert candidates.featureCount() == 5
+    assert layers["photo.jpg footprints"].featureCount() == 5
+    assert layers["photo.jpg heat map"].isValid()
+
+    # Clicking a row zooms the map to that candidate.
+    rect = dock.table.visualItemRect(dock.table.item(2, 0))
+    QTest.mouseClick(dock.table.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+    third = dock.outcome.queries[0].candidates[2]
+    extent = canvas.extent()
+    assert extent.contains(QgsPointXY(third.x, third.y))
+    # 1.5 chips around it (the canvas widens one side to its own aspect ratio).
+    assert min(extent.width(), extent.height()) == pytest.approx(3 * third.size_m, rel=0.05)
+    assert dock.table.selectionModel().selectedRows()[0].row() == 2
+
+    copy = dock.export_results(tmp_path / "copy")
+    assert copy == tmp_path / "copy.gpkg" and copy.read_bytes() == gpkg.read_bytes()
+
+    # Screenshots, for people to look at: the dock, and the map with the results on it.
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    QgsApplication.processEvents()
+    assert dock.grab().save(str(SCREENSHOTS / "dock.png"))
+    layers_top_first = [candidates, layers["photo.jpg footprints"],
+                        layers["photo.jpg heat map"], satellite]  # fmt: skip
+    image = map_screenshot(layers_top_first, satellite, SCREENSHOTS / "map.png")
+    # A drawn map at full resolution: the satellite's per-pixel noise makes neighbouring
+    # pixels differ (an upscaled thumbnail or a blank widget would repeat them).
+    arr = np.asarray(Image.open(SCREENSHOTS / "map.png").convert("RGB")).astype(int)
+    same = np.all(arr[:, 1:] == arr[:, :-1], axis=-1).mean()
+    assert image.width() == 700 and same < 0.5, same
+
+
+def map_screenshot(layers, extent_layer, path: Path, extent=None):
+    """The layers drawn by a shown QgsMapCanvas of 700 x 700 px, saved with QWidget.grab().
+
+    A canvas of its own: pytest-qgis's canvas lives in a hidden parent, where it never gets
+    its size and renders a thumbnail."""
+    from qgis.gui import QgsMapCanvas
+
+    canvas = QgsMapCanvas()
+    try:
+        canvas.resize(700, 700)
+        canvas.show()
+        QgsApplication.processEvents()
+        canvas.setDestinationCrs(extent_layer.crs())
+        canvas.setLayers(layers)
+        canvas.setExtent(extent or extent_layer.extent())
+        rendered: list = []
+        canvas.mapCanvasRefreshed.connect(lambda: rendered.append(True))
+        canvas.refreshAllLayers()
+        wait_for(lambda: rendered and not canvas.isDrawing(), 60)
+        QgsApplication.processEvents()
+        image = canvas.grab()
+        assert image.save(str(path))
+        return image
+    finally:
+        canvas.setLayers([])
+        canvas.close()
+        canvas.deleteLater()
+
+
+def test_dock_asks_for_what_is_missing(dock, qgis_iface):
+    dock.bundle_edit.setFilePath("")
+    dock.index_edit.setFilePath("")
+    dock.photo_edit.setFilePath("")
+    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    assert not dock.is_busy()
+    assert dock.status.text() == ("Give a model bundle and an index and a photo or a description.")
+    assert dock.table.rowCount() == 0 and not dock.export_button.isEnabled()
+
+
+def test_dock_reports_an_unreadable_photo(dock, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    dock.photo_edit.setFilePath(str(bad))
+    wait_for(lambda: dock.thumbnail.text() != "reading…", 30)
+    assert dock.thumbnail.text() == "cannot read this photo"
+    assert "broken.jpg" in dock.exif_info.text() and dock.photo_meta is None
+
+
+def test_dropping_an_image_file_on_the_dock_sets_the_photo(dock, utm_raster, tmp_path):
+    photo, _, _ = gps_photo(utm_raster, tmp_path / "dropped.jpg")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+
+    def drag_and_drop(path: Path) -> bool:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(path))])
+        enter = QDragEnterEvent(QPoint(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        QgsApplication.sendEvent(dock, enter)
+        if not enter.isAccepted():
+            return False
+        drop = QDropEvent(QPointF(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        QgsApplication.sendEvent(dock, drop)
+        return drop.isAccepted()
+
+    assert not drag_and_drop(notes)
+    assert dock.photo_edit.filePath() == ""
+    assert drag_and_drop(photo)
+    assert dock.photo_edit.filePath() == str(photo)
+    wait_for(lambda: dock.photo_meta is not None, 30)
+    assert dock.exif_info.text().startswith("GPS ")
+
+
+def test_cancelled_index_task_leaves_no_index_folder(tiny_bundle, utm_raster, tmp_path):
+    from geobridge_qgis.tasks import IndexTask
+
+    out = tmp_path / "index"
+    # 20 m chips: ~3,500 chips, so the build spans many shards and the cancel lands mid-way.
+    task = IndexTask(tiny_bundle, str(utm_raster), out, chip_sizes=(20.0,))
+    # progressChanged comes from the worker thread after each saved shard: cancel there.
+    task.progressChanged.connect(lambda value: task.cancel() if value > 0 else None)
+    outcome: list = []
+    task.succeeded.connect(lambda result: outcome.append(("ok", result)))
+    task.failed.connect(lambda error: outcome.append(("failed", error)))
+    QgsApplication.taskManager().addTask(task)
+    wait_for(lambda: outcome, 120)
+    assert outcome[0][0] == "failed" and task.cancelled_by_user
+    assert not out.exists()
+    assert list((tmp_path / "index.partial" / "shards").glob("*.npz"))  # kept for a resume
+
+
+def test_index_task_builds_an_index_over_a_region(tiny_bundle, utm_raster, tmp_path):
+    from geobridge_qgis.core.tiling import Region
+    from geobridge_qgis.tasks import IndexTask
+
+    out = tmp_path / "index"
+    region = Region.from_bbox("500100,5500700,500300,5500900", None)
+    task = IndexTask(tiny_bundle, str(utm_raster), out, region=region)
+    results: list = []
+    task.succeeded.connect(results.append)
+    task.failed.connect(lambda e: results.append(RuntimeError(e)))
+    QgsApplication.taskManager().addTask(task)
+    wait_for(lambda: results, 120)
+    assert results == [out]
+    assert any(m.startswith("plan:") for m in task.messages)
+    with np.load(out / "chips.npz") as z:
+        assert len(z["ids"]) > 0
+        assert z["cx"].min() >= 500100 and z["cx"].max() <= 500300
+
+
+def test_consecutive_tasks_on_pooled_threads(tiny_bundle, tiny_index, utm_raster, tmp_path):
+    """Engine tasks one after another reuse QGIS's pooled threads; with pyproj 3.7.1 the
+    second task on a thread crashed QGIS (a freed PROJ context) unless the plugin keeps it."""
+    from geobridge_qgis.tasks import IndexTask, LocateTask
+
+    for i in range(3):
+        locate = LocateTask(tiny_bundle, tiny_index, tmp_path / f"r{i}.gpkg",
+                            text="a field", top_k=2, add_layers=False)  # fmt: skip
+        done: list = []
+        locate.succeeded.connect(done.append)
+        locate.failed.connect(done.append)
+        QgsApplication.taskManager().addTask(locate)
+        wait_for(lambda done=done: done, 60)
+        assert [len(q.candidates) for q in done[0].queries] == [2]
+        build = IndexTask(tiny_bundle, str(utm_raster), tmp_path / f"i{i}", chip_sizes=(200.0,))
+        built: list = []
+        build.succeeded.connect(built.append)
+        build.failed.connect(built.append)
+        QgsApplication.taskManager().addTask(build)
+        wait_for(lambda built=built: built, 60)
+        assert built == [tmp_path / f"i{i}"]
+
+
+def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
+    """The dock with the demo model on the demo world, for the screenshots people look at:
+    a real drone photo, its EXIF, ranked candidates, and the map with the true place."""
+    import csv
+
+    from qgis.core import QgsFeature, QgsGeometry, QgsMarkerSymbol, QgsRectangle, QgsVectorLayer
+
+    from geobridge_qgis.tasks import run_index
+
+    bundle, world = DEMO / "bundle", DEMO / "world"
+    if not (bundle / "manifest.json").is_file() or not (world / "satellite.tif").is_file():
+        pytest.skip("resources/demo (bundle and world) is not there yet")
+    with open(world / "drone" / "truth.csv", newline="") as f:
+        truth = next(r for r in csv.DictReader(f) if r["file"] == DEMO_PHOTO)
+    index = run_index(bundle, str(world / "satellite.tif"), tmp_path / "index")
+    satellite = QgsProject.instance().addMapLayer(
+        QgsRasterLayer(str(world / "satellite.tif"), "satellite")
+    )
+    dock.bundle_edit.setFilePath(str(bundle))
+    dock.index_edit.setFilePath(str(index))
+    dock.photo_edit.setFilePath(str(world / "drone" / DEMO_PHOTO))
+    wait_for(lambda: dock.photo_meta is not None, 30)
+    assert dock.exif_info.text().startswith("GPS ") and "heading" in dock.exif_info.text()
+    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    wait_for(lambda: not dock.is_busy(), 120)
+    assert dock.table.rowCount() == 10, dock.status.text()
+    q = dock.outcome.queries[0]
+    for row, c in enumerate(q.candidates):  # distances to the photo's own (noisy) GPS
+        expected = haversine_m(c.lon, c.lat, q.photo_lon, q.photo_lat)
+        assert dock.table.item(row, 3).data(Qt.UserRole) == pytest.approx(expected, abs=0.5)
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    QgsApplication.processEvents()
+    assert dock.grab().save(str(SCREENSHOTS / "dock-demo.png"))
+    group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
+    results = [node.layer() for node in group.findLayers()]
+    marker = QgsVectorLayer("Point?crs=EPSG:4326", "truth", "memory")
+    feature = QgsFeature()
+    feature.setGeometry(QgsGeometry.fromWkt(f"POINT({truth['lon']} {truth['lat']})"))
+    marker.dataProvider().addFeatures([feature])
+    marker.renderer().setSymbol(QgsMarkerSymbol.createSimple(
+        {"name": "cross2", "size": "7", "color": "white", "outline_color": "white",
+         "outline_width": "1"}))  # fmt: skip
+    marker = QgsProject.instance().addMapLayer(marker)
+    x, y = Transformer.from_crs(4326, satellite.crs().postgisSrid(), always_xy=True).transform(
+        float(truth["lon"]), float(truth["lat"])
+    )
+    view = QgsRectangle(x - 500, y - 500, x + 500, y + 500)
+    map_screenshot([marker, *results, satellite], satellite, SCREENSHOTS / "map-demo.png", view)
