@@ -6,7 +6,6 @@ every enabled plugin before its window shows.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import QgsApplication
@@ -14,9 +13,10 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QToolBar
 
+from .paths import ICON
+
 MENU = "&GeoBridge"
 TOOLBAR = "GeoBridgeToolbar"
-ICON = Path(__file__).resolve().parent / "resources" / "icons" / "geobridge.svg"
 
 
 class GeoBridgePlugin:

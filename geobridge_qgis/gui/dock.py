@@ -49,12 +49,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..paths import DEMO_BUNDLE, IMAGE_FILTER
 from ..tasks import LocateOutcome, LocateTask, PhotoInfoTask
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
-DEMO_BUNDLE = PLUGIN_DIR / "resources" / "demo" / "bundle"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp *.JPG *.JPEG *.PNG)"
 SETTINGS = "geobridge/dock/"
 COLUMNS = ["Rank", "Score", "Probability", "Distance to photo GPS"]
 

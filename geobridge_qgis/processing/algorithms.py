@@ -43,6 +43,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..paths import DEMO_BUNDLE, ICON, IMAGE_FILTER
 from .sources import (
     LayerSource,
     SourceError,
@@ -52,11 +53,6 @@ from .sources import (
     write_web_source,
     xyz_xml,
 )
-
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
-DEMO_BUNDLE = PLUGIN_DIR / "resources" / "demo" / "bundle"
-ICON = PLUGIN_DIR / "resources" / "icons" / "geobridge.svg"
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.tif *.tiff *.webp *.bmp *.JPG *.JPEG *.PNG)"
 
 # Processing keeps a layer's post-processor only as a raw pointer: the Python object must
 # outlive the algorithm (which QGIS may have deleted by the time the layers load). Each one

@@ -5,7 +5,8 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import ICON, BuildIndexAlgorithm, LocatePhotosAlgorithm, LocateTextAlgorithm
+from ..paths import ICON
+from .algorithms import BuildIndexAlgorithm, LocatePhotosAlgorithm, LocateTextAlgorithm
 
 PROVIDER_ID = "geobridge"
 
