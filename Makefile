@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo demo-model bench bench-export bench-engine clean
+.PHONY: setup test lint format demo demo-model bench bench-export bench-engine package clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ bench-engine: setup
 	$(PY) tools/bench_engine.py --out out/bench/engine
 
 bench: bench-export bench-engine
+
+# The plugin zip for the QGIS plugin repository; bandit must find nothing of medium or high
+# severity (low findings are listed by `bandit -r geobridge_qgis`).
+package: setup
+	$(VENV)/bin/bandit -q -r geobridge_qgis -ll
+	$(PY) tools/package.py --out dist
 
 clean:
 	rm -rf out dist .pytest_cache .ruff_cache
