@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo demo-model bench bench-export bench-engine package clean
+.PHONY: setup test lint format demo demo-model bench bench-export bench-engine package qgis clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,10 @@ bench: bench-export bench-engine
 package: setup
 	$(VENV)/bin/bandit -q -r geobridge_qgis -ll
 	$(PY) tools/package.py --out dist
+
+# QGIS (where there is a display) with the plugin linked into a fresh profile and the demo loaded.
+qgis: setup
+	QT_QPA_PLATFORM= $(PY) tools/qgis_demo.py
 
 clean:
 	rm -rf out dist .pytest_cache .ruff_cache
