@@ -27,6 +27,9 @@ class GeoBridgePlugin:
         self.provider: Any = None
         self.dock: Any = None
         self.dock_action: QAction | None = None
+        self.rectangle_action: QAction | None = None
+        self.polygon_action: QAction | None = None
+        self.tools: dict[str, Any] = {}  # map tools, made on first use
 
     def initProcessing(self) -> None:
         from .processing.provider import GeoBridgeProvider
@@ -45,6 +48,25 @@ class GeoBridgePlugin:
         self.dock_action.setCheckable(True)
         self.dock_action.toggled.connect(self.show_dock)
         self._add(self.dock_action)
+        self.rectangle_action = QAction(QIcon(str(ICON)), "Draw search rectangle", main)
+        self.rectangle_action.setObjectName("GeoBridgeDrawRectangle")
+        self.rectangle_action.setToolTip("Draw a rectangle to search in (GeoBridge)")
+        self.rectangle_action.setCheckable(True)
+        self.rectangle_action.triggered.connect(lambda: self.draw_region("rectangle"))
+        self._add(self.rectangle_action)
+        self.polygon_action = QAction(QIcon(str(ICON)), "Draw search polygon", main)
+        self.polygon_action.setObjectName("GeoBridgeDrawPolygon")
+        self.polygon_action.setToolTip(
+            "Draw a polygon to search in: left clicks add vertices, a right click finishes"
+        )
+        self.polygon_action.setCheckable(True)
+        self.polygon_action.triggered.connect(lambda: self.draw_region("polygon"))
+        self._add(self.polygon_action)
+        basemap = QAction(QIcon(str(ICON)), "Add satellite basemap", main)
+        basemap.setObjectName("GeoBridgeAddBasemap")
+        basemap.setToolTip("Add the satellite imagery XYZ layer set in the GeoBridge settings")
+        basemap.triggered.connect(self.add_basemap)
+        self._add(basemap)
         about = QAction(QIcon(str(ICON)), "About GeoBridge", main)
         about.setObjectName("GeoBridgeAbout")
         about.triggered.connect(self.show_about)
@@ -79,6 +101,32 @@ class GeoBridgePlugin:
     def _dock_closed(self) -> None:
         self._dock_visibility(False)
 
+    def draw_region(self, kind: str) -> Any:
+        """Make the rectangle or polygon region tool the canvas's map tool; the tool."""
+        from .gui.maptools import PolygonRegionTool, RectangleRegionTool
+
+        canvas = self.iface.mapCanvas()
+        tool = self.tools.get(kind)
+        if tool is None:
+            if kind == "rectangle":
+                tool, action = RectangleRegionTool(canvas), self.rectangle_action
+            else:
+                tool, action = PolygonRegionTool(canvas), self.polygon_action
+            tool.setAction(action)  # QGIS unchecks it when another tool takes over
+            self.tools[kind] = tool
+        canvas.setMapTool(tool)
+        return tool
+
+    def add_basemap(self) -> Any:
+        from .gui.maptools import add_basemap
+
+        try:
+            layer = add_basemap()
+        except RuntimeError as e:
+            self.iface.messageBar().pushWarning("GeoBridge", str(e))
+            return None
+        return layer
+
     def show_about(self) -> None:
         self.iface.messageBar().pushInfo(
             "GeoBridge", "Locate drone photos and descriptions on satellite imagery."
@@ -96,11 +144,20 @@ class GeoBridgePlugin:
             self.dock.setParent(None)
             self.dock.deleteLater()
             self.dock = None
+        canvas = self.iface.mapCanvas()
+        for tool in self.tools.values():
+            if canvas.mapTool() is tool:
+                canvas.unsetMapTool(tool)
+            if hasattr(tool, "remove_band"):
+                tool.remove_band()
+            tool.setAction(None)
+            tool.deleteLater()
+        self.tools.clear()
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             action.deleteLater()
         self.actions.clear()
-        self.dock_action = None
+        self.dock_action = self.rectangle_action = self.polygon_action = None
         if self.toolbar is not None:
             self.toolbar.setParent(None)
             self.toolbar.deleteLater()

@@ -187,15 +187,20 @@ def run_locate(
     progress: Progress | None = None,
     cancelled: CancelCheck | None = None,
     log: Log | None = None,
+    region: Any = None,
 ) -> LocateOutcome:
     """Locate each photo (fused with `text` when both are given), or `text` alone, and write
-    all queries to the GeoPackage `out` with `core.results.write_results`."""
+    all queries to the GeoPackage `out` with `core.results.write_results`.
+
+    `region` limits the search: a `core.tiling.Region`, or (WKT, CRS) with the CRS as an
+    authid or WKT (what `gui.maptools.search_region` gives); None searches the whole index."""
     from .core import locate as L
     from .core.bundle import Bundle, sha256_file
     from .core.errors import UserError
     from .core.index import Cancelled, Index
     from .core.photo import read_photo_with_meta
     from .core.results import QueryRecord, check_writable, write_results
+    from .core.tiling import Region
 
     log = log or (lambda _msg: None)
     text = (text or "").strip() or None
@@ -204,6 +209,10 @@ def run_locate(
         raise UserError("give a photo, a description or both")
     if top_k < 1:
         raise UserError(f"top-k must be at least 1, got {top_k}")
+    if region is not None and not isinstance(region, Region):
+        region = Region.from_wkt(*region)
+        if region.geometry is None:
+            raise UserError("the search region is not a valid geometry")
     out = Path(out)
     check_writable(out)
     t_start = time.perf_counter()
@@ -234,7 +243,7 @@ def run_locate(
         photo_emb = L.photo_embeddings(encoders, img, view, rotations) if img is not None else None
         q = L.fuse(photo_emb, text_emb, text_weight)
         rots = rotations if photo_emb is not None else (0,)
-        result = L.locate(index, q, bundle.logit_scale, top_k=top_k, rotations=rots)
+        result = L.locate(index, q, bundle.logit_scale, top_k=top_k, rotations=rots, region=region)
         kind = "+".join(k for k, v in (("photo", path), ("text", text)) if v)
         record = QueryRecord(
             query_id=qid,
@@ -390,6 +399,7 @@ class LocateTask(_EngineTask):
         top_k: int = 10,
         rotate: bool = True,
         add_layers: bool = True,
+        region: Any = None,
     ):
         label = Path(photos[0]).name if photos else "description"
         super().__init__(f"GeoBridge: locate {label}")
@@ -401,6 +411,7 @@ class LocateTask(_EngineTask):
             text=text,
             top_k=top_k,
             rotate=rotate,
+            region=region,
         )
         self.add_layers = add_layers
         self.layers: Any = None

@@ -51,6 +51,9 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing, monke
         assert len(toolbars) == 1
         assert [a.objectName() for a in toolbars[0].actions()] == [
             "GeoBridgeDockAction",
+            "GeoBridgeDrawRectangle",
+            "GeoBridgeDrawPolygon",
+            "GeoBridgeAddBasemap",
             "GeoBridgeAbout",
         ]
         provider = registry.providerById("geobridge")
@@ -71,15 +74,23 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, qgis_processing, monke
         assert not toolbars[0].actions()[0].isChecked()
         toolbars[0].actions()[0].trigger()
         assert main.findChildren(QDockWidget, "GeoBridgeDock") == docks  # the same dock again
+        # The region tools are made on first use; unloading takes them off the canvas.
+        (draw,) = main.findChildren(QAction, "GeoBridgeDrawPolygon")
+        draw.trigger()
+        assert type(qgis_iface.mapCanvas().mapTool()).__name__ == "PolygonRegionTool"
     finally:
         assert qgis.utils.unloadPlugin("geobridge_qgis")
     _flush_deletes()
     assert main.findChildren(QToolBar, "GeoBridgeToolbar") == []
     assert main.findChildren(QAction, "GeoBridgeAbout") == []
     assert main.findChildren(QAction, "GeoBridgeDockAction") == []
+    for name in ("GeoBridgeDrawRectangle", "GeoBridgeDrawPolygon", "GeoBridgeAddBasemap"):
+        assert main.findChildren(QAction, name) == [], name
+    assert qgis_iface.mapCanvas().mapTool() is None
     assert main.findChildren(QDockWidget, "GeoBridgeDock") == []
     assert registry.providerById("geobridge") is None
     assert "geobridge_qgis" not in qgis.utils.plugins
     for module in ("geobridge_qgis.plugin", "geobridge_qgis.gui.dock",
-                   "geobridge_qgis.processing.provider", "geobridge_qgis.tasks"):  # fmt: skip
+                   "geobridge_qgis.processing.provider", "geobridge_qgis.tasks",
+                   "geobridge_qgis.gui.maptools", "geobridge_qgis.settings"):  # fmt: skip
         assert module not in sys.modules, module

@@ -49,6 +49,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .. import settings as geobridge_settings
 from ..paths import DEMO_BUNDLE, IMAGE_FILTER
 from ..tasks import LocateOutcome, LocateTask, PhotoInfoTask
 
@@ -105,6 +106,9 @@ class GeoBridgeDock(QgsDockWidget):
         self.bundle_edit.setFilePath(bundle)
         self.index_edit.setFilePath(settings.value(SETTINGS + "index", "", type=str))
         self.top_k.setValue(settings.value(SETTINGS + "top_k", 10, type=int))
+        # The pickers start in the folders of the GeoBridge settings.
+        self.bundle_edit.setDefaultRoot(geobridge_settings.bundles_folder())
+        self.index_edit.setDefaultRoot(geobridge_settings.index_cache_folder())
 
     # ------------------------------------------------------------ layout
 
@@ -164,6 +168,16 @@ class GeoBridgeDock(QgsDockWidget):
         row.addWidget(self.top_k)
         row.addWidget(self.rotate)
         qform.addRow("Candidates", row)
+        self.use_region = QCheckBox(
+            "search region only (the selected polygons of the active layer, else the last "
+            "drawn region)",
+            query,
+        )
+        self.use_region.setObjectName("GeoBridgeUseRegion")
+        self.use_region.setToolTip(
+            "Draw one with the GeoBridge rectangle or polygon tool, or select polygons"
+        )
+        qform.addRow(self.use_region)
         layout.addWidget(query)
 
         buttons = QHBoxLayout()
@@ -332,6 +346,18 @@ class GeoBridgeDock(QgsDockWidget):
         if missing:
             self._say("Give " + " and ".join(missing) + ".", error=True)
             return False
+        region = None
+        if self.use_region.isChecked():
+            from .maptools import search_region
+
+            region = search_region(self.iface)
+            if region is None:
+                self._say(
+                    "Draw a search region or select polygons of the active layer, "
+                    "or untick 'search region only'.",
+                    error=True,
+                )
+                return False
         QgsSettings().setValue(SETTINGS + "top_k", self.top_k.value())
         task = LocateTask(
             bundle,
@@ -342,6 +368,7 @@ class GeoBridgeDock(QgsDockWidget):
             top_k=self.top_k.value(),
             rotate=self.rotate.isChecked(),
             add_layers=True,
+            region=region,
         )
         task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
         task.succeeded.connect(self._located)
