@@ -37,12 +37,16 @@ def encoders_for(bundle: Any, providers: Sequence[str] | None = None) -> Any:
     after photo should pay that once. onnxruntime sessions are safe to run from several
     threads; the lock only keeps two tasks from creating the same sessions twice.
     """
+    from . import settings
     from .core.encoders import Encoders
 
-    key = (str(Path(bundle.root).resolve()), bundle.model_id, tuple(providers or ()))
+    # Without an explicit list, the analyst's preferences (QgsSettings geobridge/...) decide.
+    providers = list(providers or settings.providers()) or None
+    batch = settings.batch_size()
+    key = (str(Path(bundle.root).resolve()), bundle.model_id, tuple(providers or ()), batch)
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = Encoders(bundle, providers)
+            _ENCODERS[key] = Encoders(bundle, providers, batch_size=batch)
         return _ENCODERS[key]
 
 
