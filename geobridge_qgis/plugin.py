@@ -82,6 +82,11 @@ class GeoBridgePlugin:
         if self.dock is None:
             if not visible:
                 return
+            from .gui.install_dialog import ensure_dependencies
+
+            # First use: the dock reads bundles with the engine; offer to install what is
+            # missing (the dock opens either way, its Locate asks again).
+            ensure_dependencies(self.iface.mainWindow())
             from .gui.dock import GeoBridgeDock
 
             self.dock = GeoBridgeDock(self.iface, self.iface.mainWindow())

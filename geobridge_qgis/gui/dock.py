@@ -50,6 +50,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings as geobridge_settings
+from ..core.errors import UserError
 from ..paths import DEMO_BUNDLE, IMAGE_FILTER
 from ..tasks import LocateOutcome, LocateTask, PhotoInfoTask
 
@@ -230,7 +231,8 @@ class GeoBridgeDock(QgsDockWidget):
             # Manifest only: checksums of gigabyte encoders are checked by the task.
             bundle = Bundle.load(path, check_files=False)
             device = Encoders(bundle).device  # no session yet: the provider it would use
-        except Exception as e:  # any unreadable bundle is the user's to fix; say why
+        except (UserError, ImportError, OSError, KeyError, ValueError, TypeError) as e:
+            # an unreadable bundle or a missing dependency is the user's to fix: say why
             self.bundle_info.setText(f"<span style='color:#b00'>{e}</span>")
             return
         self._bundle_model_id = bundle.model_id
@@ -335,6 +337,10 @@ class GeoBridgeDock(QgsDockWidget):
     def locate(self) -> bool:
         """Start a LocateTask with the dock's inputs; False (and a message) when one is missing."""
         if self.task is not None:
+            return False
+        from .install_dialog import ensure_dependencies
+
+        if not ensure_dependencies(self):  # first use: offers to install what is missing
             return False
         bundle = self.bundle_edit.filePath().strip()
         index = self.index_edit.filePath().strip()

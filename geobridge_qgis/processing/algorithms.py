@@ -150,8 +150,10 @@ class _GeoBridgeAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
+        from ..deps import require_for_processing
         from ..tasks import pyproj_thread_guard
 
+        require_for_processing()  # no dialog here: says what is missing and where to install
         # QGIS runs this on a pooled worker thread: see pyproj_thread_guard.
         with pyproj_thread_guard():
             return self._process(parameters, context, feedback)

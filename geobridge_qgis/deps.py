@@ -1,0 +1,296 @@
+"""The engine's Python dependencies inside a user's QGIS: what is missing and how pip installs it.
+
+QGIS ships Python with numpy, GDAL's bindings and usually pyproj and Pillow, but not
+onnxruntime, FAISS, tokenizers or ftfy. On first use (never at plugin load) the plugin:
+
+1. puts its private folder (`private_folder()`: ``<QGIS profile>/python/geobridge_deps``) on
+   ``sys.path`` with `activate()`, *after* QGIS's own paths, so QGIS's packages always win;
+2. checks the imports with `missing()` (``importlib.util.find_spec``: nothing is imported);
+3. if anything is missing, the dock's install dialog (`gui/install_dialog.py`) runs
+   `pip_command()`: binary wheels only, into the private folder, with a constraints file
+   (`constraints_text()`) that pins QGIS's numpy and every package QGIS already has, at the
+   versions it has, so pip never upgrades them. pip's ``--target`` ignores what is installed
+   elsewhere, so dependencies such as numpy may also land in the private folder, at the host's
+   versions; being later on ``sys.path`` they are never the ones imported.
+
+Processing algorithms never open a dialog: `require_for_processing()` raises a
+QgsProcessingException naming what is missing.
+
+Nothing here imports Qt, QGIS or a heavy package at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# import name -> pip name; the first four never come with QGIS, the last two usually do.
+REQUIREMENTS: dict[str, str] = {
+    "onnxruntime": "onnxruntime",
+    "faiss": "faiss-cpu",
+    "tokenizers": "tokenizers",
+    "ftfy": "ftfy",
+    "pyproj": "pyproj",
+    "PIL": "pillow",
+}
+
+# The pins of the project's requirements.txt (numpy >= 2 hosts); tests check they agree.
+PINS_NUMPY2: dict[str, str] = {
+    "onnxruntime": "1.32.0",
+    "faiss-cpu": "1.15.1",
+    "tokenizers": "0.23.3",
+    "ftfy": "6.3.1",
+    "pillow": "11.3.0",
+    "pyproj": "3.7.1",
+}
+
+# Hosts with numpy 1.x (QGIS 3.22 on Debian 12: numpy 1.24.2, Python 3.11).
+PINS_NUMPY1: dict[str, str] = {
+    "onnxruntime": "1.20.1",
+    "faiss-cpu": "1.8.0.post1",
+    "tokenizers": "0.23.3",
+    "ftfy": "6.3.1",
+    "pillow": "11.3.0",
+    "pyproj": "3.7.1",
+}
+
+FOLDER_NAME = "geobridge_deps"
+
+_PEP440 = re.compile(
+    r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$", re.I
+)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def missing(requirements: Mapping[str, str] = REQUIREMENTS) -> list[str]:
+    """pip names of the requirements whose top-level module cannot be found (none imported)."""
+    out = []
+    for module, pip_name in requirements.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken package, or a module without a spec
+            found = False
+        if not found:
+            out.append(pip_name)
+    return out
+
+
+def private_folder(base: str | os.PathLike | None = None) -> Path:
+    """The plugin-private package folder: `base` if given (tests), else
+    ``QgsApplication.qgisSettingsDirPath()/python/geobridge_deps`` (the user's QGIS profile)."""
+    if base is not None:
+        return Path(base)
+    from qgis.core import QgsApplication
+
+    return Path(QgsApplication.qgisSettingsDirPath()) / "python" / FOLDER_NAME
+
+
+def activate(folder: str | os.PathLike | None = None) -> Path:
+    """Append the private folder to ``sys.path`` (after QGIS's own paths: QGIS's packages win)
+    and forget import caches, so what pip just put there is found. Idempotent; the folder."""
+    path = private_folder(folder)
+    entry = str(path)
+    if entry not in sys.path:
+        sys.path.append(entry)
+    sys.path_importer_cache.pop(entry, None)  # cached as absent before pip made it
+    importlib.invalidate_caches()
+    return path
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("."):
+        m = re.match(r"\d+", piece)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    return tuple(parts) or (0,)
+
+
+def requirements_for(
+    numpy_version: str, gpu: bool = False, names: Sequence[str] | None = None
+) -> list[str]:
+    """Pinned pip requirements that work with the host's numpy.
+
+    ======================  ================  ================  ==========  =====  ======  =====
+    host numpy              onnxruntime(-gpu) faiss-cpu         tokenizers  ftfy   pyproj  pillow
+    ======================  ================  ================  ==========  =====  ======  =====
+    < 2 (QGIS 3.22, Debian  1.20.1            1.8.0.post1       0.23.3      6.3.1  3.7.1   11.3.0
+    12: numpy 1.24.2)
+    >= 2                    1.32.0            1.15.1            0.23.3      6.3.1  3.7.1   11.3.0
+    ======================  ================  ================  ==========  =====  ======  =====
+
+    faiss-cpu 1.15 does not import with numpy 1.24 (1.8.0.post1 does); onnxruntime 1.20.1 is
+    built against numpy 1.x and runs with 1.24. The numpy >= 2 row is the project's
+    requirements.txt. numpy itself is never a requirement: the constraints file pins the
+    host's. `names` (pip names, e.g. from `missing()`) selects some; default: the four that
+    never come with QGIS. `gpu` asks for onnxruntime-gpu instead of onnxruntime.
+    """
+    pins = PINS_NUMPY1 if _version_tuple(numpy_version)[0] < 2 else PINS_NUMPY2
+    if names is None:
+        names = ["onnxruntime", "faiss-cpu", "tokenizers", "ftfy"]
+    out = []
+    for name in names:
+        key = "onnxruntime" if name in ("onnxruntime", "onnxruntime-gpu") else name
+        if key not in pins:
+            raise ValueError(f"{name}: not a GeoBridge dependency")
+        pip_name = "onnxruntime-gpu" if key == "onnxruntime" and gpu else key
+        out.append(f"{pip_name}=={pins[key]}")
+    return out
+
+
+def host_packages(exclude_folder: str | os.PathLike | None = None) -> dict[str, str]:
+    """{normalised name: version} of the distributions importable in this Python (QGIS's),
+    leaving out those in `exclude_folder` (the private folder) and unparseable versions."""
+    excluded = Path(exclude_folder).resolve() if exclude_folder is not None else None
+    out: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"] if dist.metadata else None
+        version = dist.version
+        if not name or not version:
+            continue
+        if excluded is not None:
+            try:
+                location = Path(str(dist.locate_file(""))).resolve()
+            except (OSError, TypeError, ValueError):
+                location = None
+            if location is not None and (location == excluded or excluded in location.parents):
+                continue
+        out.setdefault(_normalise(name), version)  # the first on sys.path is the one imported
+    return out
+
+
+def numpy_version(host: Mapping[str, str] | None = None) -> str | None:
+    """The host's numpy version (from its metadata, without importing it), None without one."""
+    host = host_packages() if host is None else host
+    return host.get("numpy")
+
+
+def constraints_text(host: Mapping[str, str], requirements: Sequence[str] = ()) -> str:
+    """A pip constraints file: numpy and every other package of `host` ({name: version}, e.g.
+    `host_packages()`) pinned at the version it has, so pip never upgrades QGIS's packages.
+    Packages named in `requirements` are left out (they are the ones being installed), and so
+    are versions pip could not read (some distribution builds); local labels ("+dfsg") are
+    dropped."""
+    wanted = {_normalise(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) for r in requirements}
+    lines = ["# GeoBridge: the host's packages, pinned so that pip never upgrades them"]
+    pinned = {_normalise(k): v for k, v in host.items()}
+    for name in sorted(pinned, key=lambda n: (n != "numpy", n)):
+        version = pinned[name]
+        if name in wanted or not _PEP440.match(version):
+            continue
+        # "==1.0" also accepts a distribution's "1.0+dfsg" build, which is not on PyPI.
+        lines.append(f"{name}=={version.split('+')[0]}")
+    return "\n".join(lines) + "\n"
+
+
+def python_executable() -> str:
+    """The Python interpreter that runs QGIS's Python, to run pip with.
+
+    Inside QGIS ``sys.executable`` is often the QGIS binary itself (qgis, qgis-bin.exe,
+    QGIS.app/Contents/MacOS/QGIS), not a Python. In order: ``sys.executable`` when it is a
+    python; ``sys._base_executable`` when it is; a python next to ``sys.executable`` or under
+    ``sys.prefix`` (OSGeo4W: ``<prefix>/python.exe``; macOS bundle: ``<prefix>/bin/python3``);
+    ``pythonX.Y`` then ``python3`` on PATH. Falls back to ``sys.executable``.
+    """
+    major, minor = sys.version_info[:2]
+
+    def is_python(path: str | None) -> bool:
+        return bool(path) and Path(path).name.lower().startswith("python") and Path(path).is_file()
+
+    if is_python(sys.executable):
+        return sys.executable
+    base = getattr(sys, "_base_executable", None)
+    if is_python(base):
+        return str(base)
+    names = [f"python{major}.{minor}", "python3", "python", "python.exe", "python3.exe"]
+    folders = []
+    if sys.executable:
+        folders.append(Path(sys.executable).parent)
+    for prefix in (sys.prefix, sys.base_prefix, getattr(sys, "exec_prefix", None)):
+        if prefix:
+            folders += [Path(prefix), Path(prefix) / "bin"]
+    for folder in folders:
+        for name in names:
+            if (folder / name).is_file():
+                return str(folder / name)
+    for name in (f"python{major}.{minor}", "python3"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return sys.executable
+
+
+def pip_command(
+    folder: str | os.PathLike,
+    requirements: Sequence[str],
+    constraints_file: str | os.PathLike,
+    python: str | None = None,
+) -> list[str]:
+    """The pip command line: binary wheels only, into `folder`, constrained by
+    `constraints_file`, never upgrading anything not needed. `python`: the interpreter
+    (default `python_executable()`, which is not always ``sys.executable`` inside QGIS)."""
+    return [
+        python or python_executable(),
+        "-m",
+        "pip",
+        "install",
+        "--target",
+        str(folder),
+        "--only-binary",
+        ":all:",
+        "--no-warn-script-location",
+        "--upgrade-strategy",
+        "only-if-needed",
+        "-c",
+        str(constraints_file),
+        *requirements,
+    ]
+
+
+def gpu_wanted() -> bool:
+    """Whether to install onnxruntime-gpu: the GeoBridge settings prefer CUDA or TensorRT and
+    an NVIDIA driver is present (nvidia-smi on PATH)."""
+    try:
+        from . import settings
+
+        names = [n.lower() for n in settings.provider_names()]
+    except Exception:  # no QGIS settings (headless use): the default order
+        names = ["tensorrt", "cuda", "cpu"]
+    wants = any(n in ("cuda", "gpu", "tensorrt", "trt") or "cuda" in n for n in names)
+    return wants and shutil.which("nvidia-smi") is not None
+
+
+def plan(folder: str | os.PathLike | None = None) -> tuple[list[str], list[str], str]:
+    """(missing pip names, pinned requirements, constraints text) for this host."""
+    absent = missing()
+    host = host_packages(exclude_folder=private_folder(folder))
+    numpy = numpy_version(host) or "2"
+    reqs = requirements_for(numpy, gpu_wanted(), absent) if absent else []
+    return absent, reqs, constraints_text(host, reqs)
+
+
+def require_for_processing(folder: str | os.PathLike | None = None) -> None:
+    """For Processing algorithms: activate the private folder, then raise a
+    QgsProcessingException naming what is still missing (no dialog: they may run headless)."""
+    activate(folder)
+    absent = missing()
+    if absent:
+        from qgis.core import QgsProcessingException
+
+        raise QgsProcessingException(
+            "GeoBridge needs Python packages that this QGIS does not have: "
+            + ", ".join(absent)
+            + ". Open the GeoBridge dock (Plugins > GeoBridge) and click Locate to install "
+            "them, then run this algorithm again."
+        )
