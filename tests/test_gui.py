@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsSettings,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from qgis.PyQt.QtGui import QDragEnterEvent, QDropEvent
@@ -352,3 +353,50 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
     )
     view = QgsRectangle(x - 500, y - 500, x + 500, y + 500)
     map_screenshot([marker, *results, satellite], satellite, SCREENSHOTS / "map-demo.png", view)
+
+
+@pytest.fixture
+def geobridge_processing(qgis_processing):
+    from geobridge_qgis.processing.provider import GeoBridgeProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = GeoBridgeProvider()
+    if registry.providerById("geobridge") is None:
+        registry.addProvider(provider)
+    yield
+    if registry.providerById("geobridge") is provider:
+        registry.removeProvider(provider)
+
+
+def test_dock_builds_an_index_of_the_active_raster_layer(
+    dock, qgis_iface, tiny_bundle, utm_raster, tmp_path, geobridge_processing
+):
+    from geobridge_qgis import settings
+
+    saved = settings.index_cache_folder()
+    settings.set_index_cache_folder(str(tmp_path))
+    try:
+        dock.bundle_edit.setFilePath(str(tiny_bundle))
+        points = QgsVectorLayer("Point?crs=EPSG:32633", "not a raster", "memory")
+        QgsProject.instance().addMapLayer(points)
+        qgis_iface.setActiveLayer(points)
+        assert not dock.build_index()
+        assert "select the raster layer" in dock.status.text()
+
+        layer = QgsRasterLayer(str(utm_raster), "my satellite")
+        QgsProject.instance().addMapLayer(layer)
+        qgis_iface.setActiveLayer(layer)
+        QTest.mouseClick(dock.build_button, Qt.LeftButton)
+        assert dock.is_busy() and not dock.build_button.isEnabled()
+        wait_for(lambda: not dock.is_busy())
+        index = Path(dock.index_edit.filePath())
+        assert index.parent == tmp_path and index.name.startswith("my_satellite-")
+        assert dock.status.text().startswith("Index ready"), dock.status.text()
+        assert "chips of utm.tif" in dock.index_info.text()
+        from geobridge_qgis.core.bundle import Bundle
+        from geobridge_qgis.core.index import Index
+
+        opened = Index.open(index, Bundle.load(tiny_bundle))  # made by this bundle
+        assert opened.manifest["count"] > 100 and dock.build_button.isEnabled()
+    finally:
+        settings.set_index_cache_folder(saved)

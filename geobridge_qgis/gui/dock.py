@@ -22,13 +22,17 @@ from qgis.core import (
     QgsGeometry,
     QgsMessageLog,
     QgsPointXY,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
     QgsProcessingUtils,
     QgsProject,
+    QgsRasterLayer,
     QgsRectangle,
     QgsSettings,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QDateTime, Qt
 from qgis.PyQt.QtGui import QColor, QImage, QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -129,12 +133,20 @@ class GeoBridgeDock(QgsDockWidget):
         self.index_edit.setStorageMode(QgsFileWidget.GetDirectory)
         self.index_edit.setDialogTitle("GeoBridge index folder")
         self.index_edit.fileChanged.connect(self._index_changed)
-        self.index_info = QLabel("no index (build one with Processing > GeoBridge)", model)
+        self.index_info = QLabel("no index: build one from a raster layer", model)
         self.index_info.setWordWrap(True)
+        self.build_button = QPushButton("Build index of the active raster layer", model)
+        self.build_button.setToolTip(
+            "Runs Processing > GeoBridge > Build reference index in the background over the "
+            "active raster layer (the search region's bounding box when 'search region only' "
+            "is ticked; a web layer always needs one)."
+        )
+        self.build_button.clicked.connect(self.build_index)
         form.addRow("Bundle", self.bundle_edit)
         form.addRow("", self.bundle_info)
         form.addRow("Index", self.index_edit)
         form.addRow("", self.index_info)
+        form.addRow("", self.build_button)
         layout.addWidget(model)
 
         query = QGroupBox("Query", body)
@@ -387,6 +399,66 @@ class GeoBridgeDock(QgsDockWidget):
         QgsApplication.taskManager().addTask(task)
         return True
 
+    def build_index(self) -> bool:
+        """Index the active raster layer with the Processing algorithm, as a background task
+        (the algorithm already handles web layers, regions and CRSs: one path, not two)."""
+        if self.task is not None:
+            return False
+        from .install_dialog import ensure_dependencies
+
+        if not ensure_dependencies(self):
+            return False
+        layer = self.iface.activeLayer()
+        bundle = self.bundle_edit.filePath().strip()
+        if not isinstance(layer, QgsRasterLayer) or not bundle:
+            self._say("Pick a model bundle and select the raster layer to index.", error=True)
+            return False
+        params: dict[str, Any] = {"INPUT": layer, "BUNDLE": bundle}
+        if self.use_region.isChecked():
+            from .maptools import search_region
+
+            region = search_region(self.iface)
+            if region is None:
+                self._say("Draw a search region first, or untick 'search region only'.", error=True)
+                return False
+            wkt, crs = region
+            box = QgsGeometry.fromWkt(wkt).boundingBox()
+            params["EXTENT"] = (
+                f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [{crs}]"
+            )
+        root = Path(geobridge_settings.index_cache_folder() or QgsProcessingUtils.tempFolder())
+        stamp = QDateTime.currentDateTime().toString("yyyyMMdd-HHmmss")
+        name = "".join(c if c.isalnum() else "_" for c in layer.name())[:40]
+        params["OUTPUT"] = str(root / f"{name}-{stamp}")
+        alg = QgsApplication.processingRegistry().createAlgorithmById("geobridge:buildindex")
+        # The context and feedback must outlive the task: they are kept on the dock.
+        self._build_context = QgsProcessingContext()
+        self._build_context.setProject(QgsProject.instance())
+        self._build_feedback = QgsProcessingFeedback()
+        self._build_feedback.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
+        task = QgsProcessingAlgRunnerTask(alg, params, self._build_context, self._build_feedback)
+        task.executed.connect(self._indexed)
+        self.task = task
+        self.locate_button.setEnabled(False)
+        self.build_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self._say(f"Indexing {layer.name()}… (see the plan in the log panel)")
+        QgsApplication.taskManager().addTask(task)
+        return True
+
+    def _indexed(self, ok: bool, results: dict) -> None:
+        cancelled = self._build_feedback.isCanceled()
+        self._done()
+        if ok and results.get("OUTPUT"):
+            self.index_edit.setFilePath(str(results["OUTPUT"]))
+            self.progress.setValue(100)
+            self._say(f"Index ready: {results['OUTPUT']}")
+        elif cancelled:
+            self._say("Cancelled; building again resumes where it stopped.")
+        else:
+            self._say("Index build failed: see the GeoBridge and Processing logs.", error=True)
+
     def cancel(self) -> None:
         if self.task is not None:
             self.task.cancel()
@@ -394,6 +466,7 @@ class GeoBridgeDock(QgsDockWidget):
     def _done(self) -> None:
         self.task = None
         self.locate_button.setEnabled(True)
+        self.build_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
     def _failed(self, error: str) -> None:
