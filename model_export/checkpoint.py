@@ -121,8 +121,9 @@ class _Stub(nn.Module):
         else:
             nn.Module.__init__(self)
 
-    def __call__(self, *args, **kwargs):
-        return self
+    def __init__(self, *args, **kwargs):
+        # pickle may rebuild an object by calling its class with the original arguments
+        super().__init__()
 
 
 def _trusted_pickle() -> types.ModuleType:

@@ -366,7 +366,7 @@ class ChipReader:
     """
 
     def __init__(self, ds: gdal.Dataset, grid_crs: CRS, bounds: tuple[float, float, float, float]):
-        self._src_ds = ds
+        self._src_ds = ds  # a warped VRT reads from it: keep it alive as long as the VRT
         raster_crs = CRS.from_wkt(ds.GetProjection())
         if raster_crs == grid_crs:
             self.ds = ds
