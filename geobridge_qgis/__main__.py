@@ -106,13 +106,38 @@ def _sha256(path: Path) -> str:
     return sha256_file(path, cache=False)
 
 
+def query_options(args, region=None):
+    """QueryOptions from the locate flags (shared with nothing else: the CLI's own mapping)."""
+    from geobridge_qgis.core.locate import QueryOptions
+    from geobridge_qgis.core.priors import PriorOptions
+
+    no_priors = args.no_priors
+    return QueryOptions(
+        top_k=args.top_k,
+        rotations=(0,) if args.no_rotate else args.rotations,
+        view=args.view,
+        text_weight=args.text_weight,
+        region=region,
+        heatmap=bool(args.out or args.heatmap),
+        rerank=not args.no_rerank,
+        refine=not args.no_refine,
+        rerank_top=args.rerank_top,
+        priors=PriorOptions(
+            gps=not (no_priors or args.no_gps),
+            altitude=not (no_priors or args.no_altitude),
+            heading=not (no_priors or args.no_heading),
+            gps_radius_m=args.gps_radius,
+        ),
+    )
+
+
 def cmd_locate(args) -> int:
     from geobridge_qgis.core import locate as L
     from geobridge_qgis.core.bundle import Bundle
     from geobridge_qgis.core.encoders import Encoders
     from geobridge_qgis.core.errors import UserError
     from geobridge_qgis.core.index import Index
-    from geobridge_qgis.core.photo import read_photo
+    from geobridge_qgis.core.photo import read_photo_with_meta
     from geobridge_qgis.core.results import (
         QueryRecord,
         check_writable,
@@ -127,41 +152,52 @@ def cmd_locate(args) -> int:
             check_writable(path)
     bundle = Bundle.load(args.bundle)
     index = Index.open(args.index, bundle)
-    photos = [(p, read_photo(p)) for p in args.photo or []]  # all checked before any work
+    # All photos are checked before any work.
+    photos = [(p, *read_photo_with_meta(p)) for p in args.photo or []]
     encoders = Encoders(bundle, _providers(args.providers))
-    region = _region(args)
-    rotations = (0,) if args.no_rotate else args.rotations
+    options = query_options(args, _region(args))
+    matcher = None
+    if photos and options.rerank:
+        matcher, why = L.matcher_for(index)
+        if why:
+            print(why, file=sys.stderr)
     text_emb = encoders.encode_text([args.text]) if args.text else None
-    queries = [(p, img) for p, img in photos] or [(None, None)]
+    queries = photos or [(None, None, None)]
     items, out_json = [], []
-    for qid, (path, img) in enumerate(queries, start=1):
+    for qid, (path, img, meta) in enumerate(queries, start=1):
         t0 = time.perf_counter()
-        photo_emb = (
-            L.photo_embeddings(encoders, img, args.view, rotations) if img is not None else None
-        )
-        q = L.fuse(photo_emb, text_emb, args.text_weight)
-        rots = rotations if photo_emb is not None else (0,)
-        result = L.locate(index, q, bundle.logit_scale, top_k=args.top_k, region=region,
-                          rotations=rots, heatmap=bool(args.out or args.heatmap))  # fmt: skip
+        result = L.locate_query(index, encoders, img, meta, text_emb, options, matcher)
         kind = "+".join(k for k, v in (("photo", path), ("text", args.text)) if v)
         record = QueryRecord(
             query_id=qid, kind=kind, model_id=bundle.model_id, index_id=index.index_id,
             file=str(path) if path else None, sha256=_sha256(path) if path else None,
             text=args.text, device=encoders.device, seconds=time.perf_counter() - t0,
-            parameters={"top_k": args.top_k, "rotations": list(rots), "view": args.view,
-                        "text_weight": args.text_weight if path and args.text else None},
+            parameters=options.as_dict(), priors_used=result.priors_used, notes=result.notes,
         )  # fmt: skip
         items.append((record, result, index.crs))
         for c in result.candidates:
-            out_json.append({"query_id": qid, "query": str(path) if path else args.text,
-                             **c.as_dict()})  # fmt: skip
+            query = str(path) if path else args.text
+            row = {"query_id": qid, "query": query, "priors_used": result.priors_used}
+            out_json.append({**row, **c.as_dict(index.crs)})
+        label = path.name if path else f'"{args.text[:40]}"'
+        for note in result.notes:
+            print(f"{label}: {note}", file=sys.stderr)
         if not args.json:
             best = result.candidates[0] if result.candidates else None
-            label = path.name if path else f'"{args.text[:40]}"'
             if best:
                 n = len(result.candidates)
-                print(f"{label}: top-1 {best.lon:.6f}, {best.lat:.6f} score {best.score:.3f} "
-                      f"p {best.probability:.2f} ({n} candidates)")  # fmt: skip
+                extra = ""
+                if best.method == "refined":
+                    extra = (
+                        f", +/- {best.centre_sigma_m:.1f} m, heading {best.heading_deg:.0f} deg, "
+                        f"{best.match.inliers} inliers"
+                    )
+                print(
+                    f"{label}: top-1 {best.lon:.6f}, {best.lat:.6f} score {best.score:.3f} "
+                    f"p {best.probability:.2f} ({best.method}{extra}; {n} candidates)"
+                )
+            else:
+                print(f"{label}: no candidate (the region or priors leave no chip)")
     if args.out:
         write_results(args.out, items)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -236,6 +272,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="results GeoPackage")
     p.add_argument("--json", action="store_true", help="print candidates as JSON to stdout")
     p.add_argument("--heatmap", type=Path, help="also write the (first) query's heat map GeoTIFF")
+    g = p.add_argument_group("re-ranking and refinement (on by default; see core/refine.py)")
+    g.add_argument("--no-rerank", action="store_true", help="retrieval order only")
+    g.add_argument("--no-refine", action="store_true", help="re-rank, but keep chip locations")
+    g.add_argument("--rerank-top", type=int, default=10, help="candidates to match (10)")
+    g = p.add_argument_group("priors from the photo's EXIF/XMP (on by default; see core/priors.py)")
+    g.add_argument("--no-priors", action="store_true", help="ignore the photo's metadata")
+    g.add_argument("--no-gps", action="store_true", help="do not limit the search by GPS")
+    g.add_argument("--gps-radius", type=float, help="GPS uncertainty in metres (EXIF, else 15)")
+    g.add_argument("--no-altitude", action="store_true", help="no chip scale from altitude")
+    g.add_argument("--no-heading", action="store_true", help="try all rotations despite a heading")
     p.set_defaults(func=cmd_locate)
 
     p = sub.add_parser("info", help="bundle and device")

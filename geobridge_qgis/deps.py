@@ -31,12 +31,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# import name -> pip name; the first four never come with QGIS, the last two usually do.
+# import name -> pip name; the first five never come with QGIS, the last two usually do.
 REQUIREMENTS: dict[str, str] = {
     "onnxruntime": "onnxruntime",
     "faiss": "faiss-cpu",
     "tokenizers": "tokenizers",
     "ftfy": "ftfy",
+    "cv2": "opencv-python-headless",
     "pyproj": "pyproj",
     "PIL": "pillow",
 }
@@ -47,6 +48,7 @@ PINS_NUMPY2: dict[str, str] = {
     "faiss-cpu": "1.15.1",
     "tokenizers": "0.23.3",
     "ftfy": "6.3.1",
+    "opencv-python-headless": "4.11.0.86",
     "pillow": "11.3.0",
     "pyproj": "3.7.1",
 }
@@ -57,6 +59,7 @@ PINS_NUMPY1: dict[str, str] = {
     "faiss-cpu": "1.8.0.post1",
     "tokenizers": "0.23.3",
     "ftfy": "6.3.1",
+    "opencv-python-headless": "4.11.0.86",
     "pillow": "11.3.0",
     "pyproj": "3.7.1",
 }
@@ -130,15 +133,17 @@ def requirements_for(
     >= 2                    1.32.0            1.15.1            0.23.3      6.3.1  3.7.1   11.3.0
     ======================  ================  ================  ==========  =====  ======  =====
 
-    faiss-cpu 1.15 does not import with numpy 1.24 (1.8.0.post1 does); onnxruntime 1.20.1 is
-    built against numpy 1.x and runs with 1.24. The numpy >= 2 row is the project's
-    requirements.txt. numpy itself is never a requirement: the constraints file pins the
-    host's. `names` (pip names, e.g. from `missing()`) selects some; default: the four that
+    opencv-python-headless is 4.11.0.86 on both rows. faiss-cpu 1.15 does not import with
+    numpy 1.24 (1.8.0.post1 does); onnxruntime 1.20.1 is built against numpy 1.x and runs with
+    1.24. The numpy < 2 row was installed for real with pip from PyPI into QGIS 3.22's Python
+    (Debian 12, numpy 1.24.2) and ran the engine: see README "In QGIS". The numpy >= 2 row is
+    the project's requirements.txt. numpy itself is never a requirement: the constraints file
+    pins the host's. `names` (pip names, e.g. from `missing()`) selects some; default: the five that
     never come with QGIS. `gpu` asks for onnxruntime-gpu instead of onnxruntime.
     """
     pins = PINS_NUMPY1 if _version_tuple(numpy_version)[0] < 2 else PINS_NUMPY2
     if names is None:
-        names = ["onnxruntime", "faiss-cpu", "tokenizers", "ftfy"]
+        names = ["onnxruntime", "faiss-cpu", "tokenizers", "ftfy", "opencv-python-headless"]
     out = []
     for name in names:
         key = "onnxruntime" if name in ("onnxruntime", "onnxruntime-gpu") else name
@@ -176,18 +181,24 @@ def numpy_version(host: Mapping[str, str] | None = None) -> str | None:
     return host.get("numpy")
 
 
+def _numbers(version: str) -> list[str]:
+    return re.findall(r"\d+", version.split("+")[0].split("rc")[0].split("a")[0])[:3]
+
+
 def constraints_text(host: Mapping[str, str], requirements: Sequence[str] = ()) -> str:
     """A pip constraints file: numpy and every other package of `host` ({name: version}, e.g.
     `host_packages()`) pinned at the version it has, so pip never upgrades QGIS's packages.
     Packages named in `requirements` are left out (they are the ones being installed), and so
-    are versions pip could not read (some distribution builds); local labels ("+dfsg") are
-    dropped."""
+    are versions pip could not read (some distribution builds) and "0.0.0", the placeholder
+    some Debian packages carry (python3-mpmath, python3-kiwisolver on Debian 12): pinning it
+    makes pip refuse any requirement of the real package (sympy, of onnxruntime, needs
+    mpmath >= 0.19). Local labels ("+dfsg") are dropped."""
     wanted = {_normalise(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) for r in requirements}
     lines = ["# GeoBridge: the host's packages, pinned so that pip never upgrades them"]
     pinned = {_normalise(k): v for k, v in host.items()}
     for name in sorted(pinned, key=lambda n: (n != "numpy", n)):
         version = pinned[name]
-        if name in wanted or not _PEP440.match(version):
+        if name in wanted or not _PEP440.match(version) or not any(map(int, _numbers(version))):
             continue
         # "==1.0" also accepts a distribution's "1.0+dfsg" build, which is not on PyPI.
         lines.append(f"{name}=={version.split('+')[0]}")

@@ -153,6 +153,7 @@ class QueryOutcome:
     photo_lon: float | None  # the photo's own GPS, when its EXIF has one
     photo_lat: float | None
     candidates: list[Any]  # core.locate.Candidate
+    priors_used: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -192,17 +193,26 @@ def run_locate(
     cancelled: CancelCheck | None = None,
     log: Log | None = None,
     region: Any = None,
+    rerank: bool = True,
+    refine: bool = True,
+    use_gps: bool = True,
+    use_altitude: bool = True,
+    use_heading: bool = True,
+    gps_radius_m: float | None = None,
 ) -> LocateOutcome:
     """Locate each photo (fused with `text` when both are given), or `text` alone, and write
     all queries to the GeoPackage `out` with `core.results.write_results`.
 
     `region` limits the search: a `core.tiling.Region`, or (WKT, CRS) with the CRS as an
-    authid or WKT (what `gui.maptools.search_region` gives); None searches the whole index."""
+    authid or WKT (what `gui.maptools.search_region` gives); None searches the whole index.
+    `rerank`/`refine` switch the geometric steps (core.refine), `use_*` the photo's metadata
+    priors (core.priors); `gps_radius_m` None takes the EXIF accuracy, else 15 m."""
     from .core import locate as L
     from .core.bundle import Bundle, sha256_file
     from .core.errors import UserError
     from .core.index import Cancelled, Index
     from .core.photo import read_photo_with_meta
+    from .core.priors import PriorOptions
     from .core.results import QueryRecord, check_writable, write_results
     from .core.tiling import Region
 
@@ -229,7 +239,21 @@ def run_locate(
         f"model {bundle.name}, index {index.index_id} ({index.faiss_index.ntotal:,} chips), "
         f"encoders on {encoders.device}"
     )
-    rotations = (0, 90, 180, 270) if rotate else (0,)
+    options = L.QueryOptions(
+        top_k=top_k,
+        rotations=L.DEFAULT_ROTATIONS if rotate else (0,),
+        view=view,
+        text_weight=text_weight,
+        region=region,
+        rerank=rerank,
+        refine=refine,
+        priors=PriorOptions(use_gps, use_altitude, use_heading, gps_radius_m),
+    )
+    matcher = None
+    if loaded and rerank:
+        matcher, why = L.matcher_for(index)
+        if why:
+            log(why)
     text_emb = encoders.encode_text([text]) if text else None
     queries = loaded or [(None, None, None)]
     outcome = LocateOutcome(
@@ -244,10 +268,7 @@ def run_locate(
         if cancelled and cancelled():
             raise Cancelled(f"cancelled after {qid - 1} of {len(queries)} queries")
         t0 = time.perf_counter()
-        photo_emb = L.photo_embeddings(encoders, img, view, rotations) if img is not None else None
-        q = L.fuse(photo_emb, text_emb, text_weight)
-        rots = rotations if photo_emb is not None else (0,)
-        result = L.locate(index, q, bundle.logit_scale, top_k=top_k, rotations=rots, region=region)
+        result = L.locate_query(index, encoders, img, meta, text_emb, options, matcher)
         kind = "+".join(k for k, v in (("photo", path), ("text", text)) if v)
         record = QueryRecord(
             query_id=qid,
@@ -259,12 +280,9 @@ def run_locate(
             text=text,
             device=encoders.device,
             seconds=time.perf_counter() - t0,
-            parameters={
-                "top_k": top_k,
-                "rotations": list(rots),
-                "view": view,
-                "text_weight": text_weight if path and text else None,
-            },
+            parameters=options.as_dict(),
+            priors_used=result.priors_used,
+            notes=result.notes,
         )
         items.append((record, result, index.crs))
         label = path.name if path else f'"{text[:40]}"'
@@ -277,13 +295,16 @@ def run_locate(
                 meta.lon if meta else None,
                 meta.lat if meta else None,
                 result.candidates,
+                result.priors_used,
             )
         )
+        for note in result.notes:
+            log(f"{label}: {note}")
         if result.candidates:
             best = result.candidates[0]
             log(
                 f"{label}: top-1 {best.lon:.6f}, {best.lat:.6f} score {best.score:.3f} "
-                f"p {best.probability:.2f}"
+                f"p {best.probability:.2f} ({best.method})"
             )
         if progress:
             progress(100.0 * qid / (len(queries) + 1))
@@ -404,7 +425,10 @@ class LocateTask(_EngineTask):
         rotate: bool = True,
         add_layers: bool = True,
         region: Any = None,
+        **options: Any,
     ):
+        """`options`: run_locate's switches (rerank, refine, use_gps, use_altitude,
+        use_heading, gps_radius_m)."""
         label = Path(photos[0]).name if photos else "description"
         super().__init__(f"GeoBridge: locate {label}")
         self.args = dict(
@@ -416,6 +440,7 @@ class LocateTask(_EngineTask):
             top_k=top_k,
             rotate=rotate,
             region=region,
+            **options,
         )
         self.add_layers = add_layers
         self.layers: Any = None

@@ -28,8 +28,16 @@ from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.encoders import Encoders, normalize
 from geobridge_qgis.core.errors import UserError
 from geobridge_qgis.core.index import Index, build_index
-from geobridge_qgis.core.locate import DEFAULT_ROTATIONS, locate, photo_embeddings
-from geobridge_qgis.core.photo import read_photo
+from geobridge_qgis.core.locate import (
+    DEFAULT_ROTATIONS,
+    QueryOptions,
+    locate,
+    locate_query,
+    matcher_for,
+    photo_embeddings,
+)
+from geobridge_qgis.core.photo import read_photo, read_photo_with_meta
+from geobridge_qgis.core.priors import NO_PRIORS, PriorOptions, priors_for
 
 from .metrics import first_positive_ranks, haversine_m, localisation_metrics, retrieval_metrics
 
@@ -203,4 +211,122 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         vals = [f"{r[c]:.1f}" for c in cols]
         lines.append(f"| {r['direction']} | {r['method']} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------- re-ranking and refinement
+
+REFINE_RADII = (10, 25, 50, 100)
+PRIOR_VARIANTS = {
+    "+ GPS prior": PriorOptions(gps=True, altitude=False, heading=False),
+    "+ altitude prior": PriorOptions(gps=False, altitude=True, heading=False),
+    "+ heading prior": PriorOptions(gps=False, altitude=False, heading=True),
+    "+ all priors": PriorOptions(),
+}
+
+
+def _loc_row(step: str, errors, seconds: float, extra: dict | None = None) -> dict:
+    errors = np.asarray(errors, float)
+    row = {"step": step, **localisation_metrics(errors, REFINE_RADII)}
+    row["s_per_query"] = seconds
+    row.update(extra or {})
+    return row
+
+
+def evaluate_refinement(
+    bundle_dir: Path, world_dir: Path, out: Path, priors: bool = True, log=print
+) -> list[dict]:
+    """L@10/25/50/100 and the median error of the top-1 location, per step of the pipeline:
+    retrieval alone, after geometric re-ranking (the re-ranked top-1's retrieval location),
+    after refinement (its refined centre); then the metadata alone (the view centre the priors
+    predict, no imagery), all priors with retrieval alone, and, re-ranked and refined, each
+    prior and all of them.
+    `s_per_query` is the time the step adds per query (embedding and search for retrieval)."""
+    bundle = Bundle.load(bundle_dir)
+    encoders = Encoders(bundle)
+    world = read_world(world_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = gallery_index(encoders, world.root, out / "cache")
+    matcher, why = matcher_for(index)
+    if matcher is None:
+        raise UserError(why)
+    photos = [read_photo_with_meta(world.root / "drone" / f) for f in world.files]
+
+    def run(options: QueryOptions):
+        results = []
+        for img, meta in photos:
+            results.append(locate_query(index, encoders, img, meta, None, options, matcher))
+        return results
+
+    def err(lonlat, q):
+        return float(haversine_m(lonlat[0], lonlat[1], world.lon[q], world.lat[q]))
+
+    def mean_time(results, *keys):
+        return float(np.mean([sum(r.timings.get(k, 0.0) for k in keys) for r in results]))
+
+    def refined_stats(results, errors) -> dict:
+        """Share of queries whose top-1 was refined, and those queries' median error."""
+        e = [errors[q] for q, r in enumerate(results) if r.candidates[0].method == "refined"]
+        return {"top1_refined_pct": 100 * len(e) / len(results),
+                "median_m_refined_top1": float(np.median(e)) if e else float("nan")}  # fmt: skip
+
+    base = QueryOptions(top_k=10, heatmap=False, priors=NO_PRIORS)
+    log("retrieval, re-ranking and refinement without priors")
+    res = run(base)
+    retrieval, reranked, refined = [], [], []
+    for q, r in enumerate(res):
+        first = min(r.candidates, key=lambda c: c.retrieval_rank)
+        retrieval.append(err(first.retrieval_lonlat, q))
+        top = r.candidates[0]
+        reranked.append(err(top.retrieval_lonlat, q))
+        refined.append(err((top.lon, top.lat), q))
+    accepted = [sum(c.match is not None and c.match.ok for c in r.candidates) for r in res]
+    rows = [
+        _loc_row("retrieval", retrieval, mean_time(res, "embed", "search")),
+        _loc_row(
+            "+ re-ranking",
+            reranked,
+            mean_time(res, "rerank"),
+            {"accepted_per_query": float(np.mean(accepted))},
+        ),
+        _loc_row("+ refinement", refined, 0.0, refined_stats(res, refined)),
+    ]
+    if priors:
+        # The metadata on its own, no imagery: the view centre the priors predict.
+        centres = []
+        for q, (img, meta) in enumerate(photos):
+            p = priors_for(meta, (img.shape[1], img.shape[0]), PriorOptions())
+            centres.append(err(p.centre_lonlat, q) if p.centre_lonlat else float("inf"))
+        rows.append(_loc_row("metadata alone (predicted view centre)", centres, 0.0))
+        log("all priors, retrieval alone")
+        res = run(QueryOptions(top_k=10, heatmap=False, rerank=False))
+        e = [err((r.candidates[0].lon, r.candidates[0].lat), q) for q, r in enumerate(res)]
+        rows.append(_loc_row("all priors, retrieval alone", e, mean_time(res, "embed", "search")))
+        for name, prior in PRIOR_VARIANTS.items():
+            log(name)
+            res = run(QueryOptions(top_k=10, heatmap=False, priors=prior))
+            e = [err((r.candidates[0].lon, r.candidates[0].lat), q) for q, r in enumerate(res)]
+            used = sorted({u for r in res for u in r.priors_used})
+            rows.append(_loc_row(name, e, mean_time(res, "embed", "search", "rerank"),
+                                 {"priors_used": used, **refined_stats(res, e)}))  # fmt: skip
+    (out / "refinement.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def refinement_table(rows: list[dict]) -> str:
+    cols = [f"L@{r}" for r in REFINE_RADII] + ["median_m"]
+    extra = ["top-1 refined %", "median m, refined top-1", "s/query"]
+    lines = ["| step | " + " | ".join(cols + extra) + " |",
+             "|---|" + "---|" * (len(cols) + len(extra))]  # fmt: skip
+
+    def fmt(v, spec):
+        return "–" if v is None or v != v else format(v, spec)
+
+    for r in rows:
+        vals = [f"{r[c]:.1f}" for c in cols] + [
+            fmt(r.get("top1_refined_pct"), ".1f"),
+            fmt(r.get("median_m_refined_top1"), ".1f"),
+            f"{r['s_per_query']:.2f}",
+        ]
+        lines.append(f"| {r['step']} | " + " | ".join(vals) + " |")
     return "\n".join(lines)

@@ -13,8 +13,9 @@ time (it tries all four and keeps the best).
 Loss: symmetric InfoNCE on (drone, satellite) + 0.5 x (text, drone) + 0.5 x (text, satellite),
 the pairs of the paper that the world provides; one learnable temperature. AdamW, warm-up then
 cosine decay over a fixed number of steps (so a fixed seed reproduces the run), bf16 autocast
-(these CPUs have AMX: ~1.4x faster than fp32). Hard negatives are not mined: in so short a
-budget they hurt (REFERENCE.md section 4).
+when the CPU has AMX/AVX512-BF16 (~1.4x faster than fp32 there; 2.5x slower without).
+Augmentation (mirror + colour jitter) and multi-scale crops are on; hard negatives (half of
+each batch from one neighbourhood) are off: `python -m model_export ablate` measures each.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float = 25.0
     threads: int = 2
+    # The choices `python -m model_export ablate` measures (model_export/ablation.py):
+    augment: bool = True  # mirror both views, jitter the drone view's colours
+    multi_scale: bool = True  # satellite crops of 90-160 m; False: always 125 m
+    hard_negatives: bool = False  # half of each batch from one neighbourhood of one world
+
+
+@dataclass
+class Pairs:
+    """Rendered training pairs: drone views, satellite crops (random and fixed size), texts,
+    and where each view is (world number, x, y) for neighbourhood batches."""
+
+    drone: np.ndarray
+    sat: np.ndarray
+    sat_fixed: np.ndarray
+    texts: list[str]
+    world: np.ndarray
+    xy: np.ndarray
 
 
 def bf16_is_fast() -> bool:
@@ -71,8 +89,11 @@ def north_up_turns(heading_deg: float) -> int:
     return round(-heading_deg / 90.0) % 4
 
 
-def render_pairs(cfg: TrainConfig, px: int, log: Callable[[str], None] = print):
-    """(drone uint8 [N,px,px,3], satellite uint8 [N,px,px,3], texts) from the training worlds."""
+FIXED_CROP_M = 125.0
+
+
+def render_pairs(cfg: TrainConfig, px: int, log: Callable[[str], None] = print) -> Pairs:
+    """Pairs (drone and satellite uint8 [N,px,px,3], texts, positions) of the training worlds."""
     from .render import Style, random_camera, render_drone, render_ortho, render_texture
     from .synth import DRONE_ALTITUDE_M, DRONE_HFOV_DEG, DRONE_PITCH_DEG, PHOTO_SIZE, describe
     from .world import World
@@ -83,10 +104,13 @@ def render_pairs(cfg: TrainConfig, px: int, log: Callable[[str], None] = print):
     assert view[0] * PHOTO_SIZE[1] == view[1] * PHOTO_SIZE[0]
     drone = np.empty((n, px, px, 3), np.uint8)
     sat = np.empty((n, px, px, 3), np.uint8)
+    sat_fixed = np.empty((n, px, px, 3), np.uint8)
+    where = np.empty(n, np.int32)
+    xy = np.empty((n, 2), np.float64)
     texts: list[str] = []
     k = 0
     t0 = time.perf_counter()
-    for seed in cfg.seeds:
+    for w, seed in enumerate(cfg.seeds):
         rng = np.random.default_rng([cfg.seed, seed])
         world = World.generate(seed, cfg.world_km * 1000)
         variant = world.variant(seed + 1)
@@ -105,19 +129,37 @@ def render_pairs(cfg: TrainConfig, px: int, log: Callable[[str], None] = print):
             # As the engine does with a photo: turn it, then resize straight to the square.
             img = np.rot90(img, north_up_turns(cam.heading_deg))
             drone[k] = cv2.resize(img, (px, px), interpolation=cv2.INTER_CUBIC)
-            cx, cy = cam.centre_ground()
+            x, y = cam.centre_ground()
             size = rng.uniform(90.0, 160.0)
-            cx += rng.uniform(-0.25, 0.25) * size
-            cy += rng.uniform(-0.25, 0.25) * size
-            c0 = round((cx - size / 2 - xmin) / gsd)
-            r0 = round((ymax - cy - size / 2) / gsd)
-            n_px = round(size / gsd)
-            window = ortho[max(r0, 0) : r0 + n_px, max(c0, 0) : c0 + n_px]
-            sat[k] = cv2.resize(window, (px, px), interpolation=cv2.INTER_AREA)
+            dx, dy = rng.uniform(-0.25, 0.25, 2)
+            for out, s in ((sat, size), (sat_fixed, FIXED_CROP_M)):
+                cx, cy = x + dx * s, y + dy * s
+                c0 = round((cx - s / 2 - xmin) / gsd)
+                r0 = round((ymax - cy - s / 2) / gsd)
+                n_px = round(s / gsd)
+                window = ortho[max(r0, 0) : r0 + n_px, max(c0, 0) : c0 + n_px]
+                out[k] = cv2.resize(window, (px, px), interpolation=cv2.INTER_AREA)
+            where[k], xy[k] = w, (x, y)
             texts.append(describe(world, footprint, rng))
             k += 1
         log(f"  world {seed}: {k:,}/{n:,} pairs, {time.perf_counter() - t0:.0f} s")
-    return drone, sat, texts
+    return Pairs(drone, sat, sat_fixed, texts, where, xy)
+
+
+def batch_indices(cfg: TrainConfig, pairs: Pairs, g: torch.Generator) -> np.ndarray:
+    """A batch: uniformly random, or (hard negatives) half of it the views nearest a random
+    view of the same world (its neighbourhood: similar places the model must tell apart)."""
+    n = len(pairs.drone)
+    if not cfg.hard_negatives:
+        return torch.randperm(n, generator=g)[: cfg.batch].numpy()
+    half = cfg.batch // 2
+    anchor = int(torch.randint(n, (1,), generator=g))
+    same = np.flatnonzero(pairs.world == pairs.world[anchor])
+    d = np.linalg.norm(pairs.xy[same] - pairs.xy[anchor], axis=1)
+    near = same[np.argsort(d, kind="stable")[:half]]
+    rest = torch.randperm(n, generator=g).numpy()
+    rest = rest[~np.isin(rest, near)][: cfg.batch - len(near)]
+    return np.concatenate([near, rest])
 
 
 def _to_tensor(batch: np.ndarray) -> torch.Tensor:
@@ -145,8 +187,11 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Te
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Path:
-    """Train and save a state dict (official key names) to `out`/geobridge-demo.pth."""
+def train(
+    cfg: TrainConfig, out: Path, log: Callable[[str], None] = print, pairs: Pairs | None = None
+) -> Path:
+    """Train and save a state dict (official key names) to `out`/geobridge-demo.pth; `pairs`
+    already rendered (for `cfg`'s seeds) skips the rendering (ablations share one)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,8 +202,11 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Pa
     px = model.image_size
 
     t0 = time.perf_counter()
-    log(f"rendering {len(cfg.seeds) * cfg.views_per_world:,} training pairs")
-    drone, sat, texts = render_pairs(cfg, px, log)
+    if pairs is None:
+        log(f"rendering {len(cfg.seeds) * cfg.views_per_world:,} training pairs")
+        pairs = render_pairs(cfg, px, log)
+    drone, texts = pairs.drone, pairs.texts
+    sat = pairs.sat if cfg.multi_scale else pairs.sat_fixed
     tok_path = out / "tokenizer.json"
     build_clip_tokenizer().save(str(tok_path))
     ids = torch.from_numpy(TextTokenizer(tok_path)(texts))
@@ -196,11 +244,12 @@ def train(cfg: TrainConfig, out: Path, log: Callable[[str], None] = print) -> Pa
         )
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = torch.randperm(n, generator=g)[: cfg.batch].numpy()
+        idx = batch_indices(cfg, pairs, g)
         d, s = _to_tensor(drone[idx]), _to_tensor(sat[idx])
-        flip = torch.rand(len(idx), generator=g) < 0.5  # mirror both views: still a true pair
-        d[flip], s[flip] = d[flip].flip(-1), s[flip].flip(-1)
-        d = _jitter(d, g)
+        if cfg.augment:
+            flip = torch.rand(len(idx), generator=g) < 0.5  # mirror both views: a true pair
+            d[flip], s[flip] = d[flip].flip(-1), s[flip].flip(-1)
+            d = _jitter(d, g)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             ed = model.drone_encoder(d)
             es = model.satellite_encoder(s)

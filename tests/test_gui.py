@@ -105,7 +105,9 @@ def test_dock_locates_a_photo_end_to_end(
     dock.photo_edit.setFilePath(str(photo))
     wait_for(lambda: dock.photo_meta is not None, 30)
     assert f"GPS {lat:.6f}, {lon:.6f}" in dock.exif_info.text()
-    assert "altitude 120 m" in dock.exif_info.text() and "heading 45°" in dock.exif_info.text()
+    # EXIF GPS altitude is above sea level: shown as such, never taken as height above ground.
+    assert "GPS altitude 120 m a.s.l." in dock.exif_info.text()
+    assert "heading 45°" in dock.exif_info.text()
     pixmap = dock.thumbnail.pixmap()
     assert pixmap is not None and (pixmap.width(), pixmap.height()) == (180, 180)
 
@@ -127,11 +129,12 @@ def test_dock_locates_a_photo_end_to_end(
     assert dock.table.rowCount() == len(rows) == 5
     for r, (rank, score, prob, c_lon, c_lat) in enumerate(rows):
         assert dock.table.item(r, 0).text() == str(rank)
-        assert dock.table.item(r, 1).data(Qt.UserRole) == pytest.approx(score, abs=1e-6)
-        assert dock.table.item(r, 2).data(Qt.UserRole) == pytest.approx(prob, abs=1e-6)
-        distance = dock.table.item(r, 3).data(Qt.UserRole)
+        assert dock.table.item(r, 1).text() in ("retrieval", "reranked", "refined", "match failed")
+        assert dock.table.item(r, 2).data(Qt.UserRole) == pytest.approx(score, abs=1e-6)
+        assert dock.table.item(r, 3).data(Qt.UserRole) == pytest.approx(prob, abs=1e-6)
+        distance = dock.table.item(r, 6).data(Qt.UserRole)
         assert distance == pytest.approx(haversine_m(c_lon, c_lat, lon, lat), abs=0.5)
-        assert dock.table.item(r, 3).text() == f"{distance:,.0f} m"
+        assert dock.table.item(r, 6).text() == f"{distance:,.0f} m"
 
     # The result layers are in the project's results group, with the expected fields.
     group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
@@ -143,6 +146,12 @@ def test_dock_locates_a_photo_end_to_end(
     )
     assert candidates.featureCount() == 5
     assert layers["photo.jpg footprints"].featureCount() == 5
+    # Refined footprints are drawn solid, chip squares dashed (resources/styles/footprints.qml).
+    from qgis.core import QgsSymbolLayer
+
+    stroke = layers["photo.jpg footprints"].renderer().symbol().symbolLayer(0)
+    style = stroke.dataDefinedProperties().property(QgsSymbolLayer.PropertyStrokeStyle)
+    assert style.isActive() and "'refined' THEN 'solid'" in style.expressionString()
     assert layers["photo.jpg heat map"].isValid()
 
     # Clicking a row zooms the map to that candidate.
@@ -329,11 +338,16 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
     assert dock.exif_info.text().startswith("GPS ") and "heading" in dock.exif_info.text()
     QTest.mouseClick(dock.locate_button, Qt.LeftButton)
     wait_for(lambda: not dock.is_busy(), 120)
-    assert dock.table.rowCount() == 10, dock.status.text()
     q = dock.outcome.queries[0]
+    # The photo's GPS, altitude and heading narrow the search to a few chips near it.
+    assert "Priors used: heading, altitude, gps" in dock.status.text()
+    assert 1 <= dock.table.rowCount() == len(q.candidates) <= 10, dock.status.text()
+    best = q.candidates[0]
+    assert haversine_m(best.lon, best.lat, float(truth["lon"]), float(truth["lat"])) < 100
     for row, c in enumerate(q.candidates):  # distances to the photo's own (noisy) GPS
         expected = haversine_m(c.lon, c.lat, q.photo_lon, q.photo_lat)
-        assert dock.table.item(row, 3).data(Qt.UserRole) == pytest.approx(expected, abs=0.5)
+        assert dock.table.item(row, 6).data(Qt.UserRole) == pytest.approx(expected, abs=0.5)
+        assert dock.table.item(row, 1).text() in ("reranked", "refined", "match failed")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     QgsApplication.processEvents()

@@ -424,3 +424,28 @@ def test_run_locate_searches_only_the_region(tiny_bundle, tiny_index, tmp_path):
     )  # fmt: skip
     candidates = outcome.queries[0].candidates
     assert candidates and all(inside(c) for c in candidates)
+
+
+def test_regions_are_saved_with_the_project(canvas, tmp_path):
+    """A drawn region comes back when the project is opened again (not a memory layer)."""
+    project = QgsProject.instance()
+    square = QgsGeometry.fromWkt(
+        "POLYGON((500100 5500100, 500300 5500100, 500300 5500300, 500100 5500300, 500100 5500100))"
+    )
+    maptools.add_region(square, UTM, name="quarry")
+    layer, _ = regions()
+    assert layer.providerType() == "ogr" and layer.source().split("|")[0].endswith(".gpkg")
+    path = tmp_path / "survey.qgz"
+    assert project.write(str(path))
+    project.clear()
+    assert maptools.regions_layer() is None
+    assert project.read(str(path))
+    layer, features = regions()
+    assert [f["name"] for f in features] == ["quarry"]
+    assert features[0].geometry().area() == pytest.approx(200 * 200)
+
+    # Once the project has a file, a new regions layer goes beside it.
+    project.removeMapLayer(layer.id())
+    maptools.add_region(square, UTM, name="again")
+    layer, _ = regions()
+    assert layer.source().split("|")[0] == str(tmp_path / "survey-geobridge-regions.gpkg")

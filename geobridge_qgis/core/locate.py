@@ -26,6 +26,9 @@ from pyproj import Transformer
 from . import tiling
 from .encoders import Encoders, normalize
 from .index import Index
+from .photo import PhotoMeta
+from .priors import PriorOptions, priors_for
+from .refine import Match, Matcher, RasterUnavailable, rerank
 
 MERGE_OVERLAP = 0.25
 DEFAULT_ROTATIONS = (0, 90, 180, 270)
@@ -68,11 +71,23 @@ class Candidate:
     chip_ids: list[int]
     chip_scores: list[float]
     rotation: int  # the query rotation that matched the seed chip best
+    # Set by re-ranking (core.refine): "retrieval" when no geometric step touched it.
+    method: str = "retrieval"
+    retrieval_rank: int = 0
+    rank_score: float | None = None  # core.refine.rerank's; None: not re-ranked
+    match: Match | None = None
+    heading_deg: float | None = None  # refined: clockwise from north
+    heading_sigma_deg: float | None = None
+    centre_sigma_m: float | None = None
+    retrieval_lonlat: tuple[float, float] | None = None  # before refinement moved it
 
-    def as_dict(self) -> dict:
-        return {
+    def as_dict(self, crs=None) -> dict:
+        """JSON-ready; with the index's `crs`, the footprint as WGS84 WKT (else grid CRS)."""
+        d = {
             "rank": self.rank,
+            "method": self.method,
             "score": round(self.score, 6),
+            "rank_score": None if self.rank_score is None else round(self.rank_score, 6),
             "probability": round(self.probability, 6),
             "lon": round(self.lon, 7),
             "lat": round(self.lat, 7),
@@ -80,8 +95,35 @@ class Candidate:
             "y": round(self.y, 2),
             "size_m": self.size_m,
             "rotation_deg": self.rotation,
+            "retrieval_rank": self.retrieval_rank,
             "chip_ids": self.chip_ids,
+            "match": self.match.as_dict() if self.match else None,
         }
+        if self.method == "refined":
+            d.update(
+                heading_deg=round(self.heading_deg, 2),
+                heading_sigma_deg=_round(self.heading_sigma_deg, 2),
+                centre_sigma_m=_round(self.centre_sigma_m, 2),
+                retrieval_lon=round(self.retrieval_lonlat[0], 7),
+                retrieval_lat=round(self.retrieval_lonlat[1], 7),
+            )
+        d["footprint_wkt"] = self.footprint_wkt(crs)
+        return d
+
+    def footprint_wkt(self, crs=None) -> str:
+        ring = list(self.footprint)
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        if crs is None:
+            return "POLYGON ((" + ", ".join(f"{x:.2f} {y:.2f}" for x, y in ring) + "))"
+        xs, ys = np.array(ring).T
+        lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(xs, ys)
+        pts = ", ".join(f"{a:.7f} {b:.7f}" for a, b in zip(lon, lat, strict=True))
+        return f"POLYGON (({pts}))"
+
+
+def _round(v: float | None, n: int) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), n)
 
 
 @dataclass
@@ -97,6 +139,9 @@ class LocateResult:
     heatmap: Heatmap | None
     chips: list[tuple[int, float, int]] = field(default_factory=list)  # (id, score, cand rank)
     seconds: float = 0.0
+    priors_used: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
 def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
@@ -135,10 +180,14 @@ def locate(
     region: tiling.Region | None = None,
     rotations: tuple[int, ...] = (0,),
     heatmap: bool = True,
+    allowed: np.ndarray | None = None,
 ) -> LocateResult:
-    """Ranked candidate places for query embeddings [R, D] (rows = rotations)."""
+    """Ranked candidate places for query embeddings [R, D] (rows = rotations); `allowed`
+    (chip ids) narrows the search further than `region`."""
     t0 = time.perf_counter()
-    allowed = index.ids_in(region) if region is not None and region.geometry is not None else None
+    if region is not None and region.geometry is not None:
+        in_region = index.ids_in(region)
+        allowed = in_region if allowed is None else np.intersect1d(allowed, in_region)
     retrieve = retrieve or max(50, 5 * top_k)
     ids, scores, rot = search_max(index, queries, retrieve, allowed)
     rows = index.row_of(ids) if len(ids) else np.zeros(0, np.int64)
@@ -186,6 +235,7 @@ def locate(
                 chip_ids=[int(i) for i in ids[m]],
                 chip_scores=[float(s) for s in scores[m]],
                 rotation=rotations[seed["rot"]] if seed["rot"] < len(rotations) else 0,
+                retrieval_rank=c + 1,
             )
         )
     chips = [
@@ -224,3 +274,83 @@ def heatmap_of(
         np.maximum(view, scores[j], out=view)
     grid[np.isinf(grid)] = np.nan
     return Heatmap(grid, (x0, res, 0.0, y1, 0.0, -res), index.crs.to_wkt())
+
+
+@dataclass
+class QueryOptions:
+    """How to run one query; the defaults are what the CLI, the dock and Processing use."""
+
+    top_k: int = 10
+    rotations: tuple[int, ...] = DEFAULT_ROTATIONS
+    view: str = "drone"
+    text_weight: float = 0.5
+    region: tiling.Region | None = None
+    heatmap: bool = True
+    rerank: bool = True
+    refine: bool = True
+    rerank_top: int = 10  # candidates matched geometrically
+    priors: PriorOptions = field(default_factory=PriorOptions)
+
+    def as_dict(self) -> dict:
+        return {"top_k": self.top_k, "rotations": list(self.rotations), "view": self.view,
+                "text_weight": self.text_weight, "rerank": self.rerank, "refine": self.refine,
+                "rerank_top": self.rerank_top, "priors": self.priors.as_dict()}  # fmt: skip
+
+
+def matcher_for(index: Index) -> tuple[Matcher | None, str | None]:
+    """(matcher, None), or (None, why re-ranking cannot run: said once per run)."""
+    try:
+        return Matcher.for_index(index), None
+    except RasterUnavailable as e:
+        return None, f"re-ranking off, retrieval only: {e}"
+
+
+def locate_query(
+    index: Index,
+    encoders: Encoders,
+    image: np.ndarray | None = None,
+    meta: PhotoMeta | None = None,
+    text_emb: np.ndarray | None = None,
+    options: QueryOptions | None = None,
+    matcher: Matcher | None = None,
+) -> LocateResult:
+    """photo (and/or description) -> embedding -> priors -> index search -> candidates ->
+    geometric re-ranking and refinement (when a matcher is given and the options ask for it)."""
+    o = options or QueryOptions()
+    t0 = time.perf_counter()
+    pri = priors_for(meta if image is not None else None,
+                     (image.shape[1], image.shape[0]) if image is not None else (0, 0),
+                     o.priors)  # fmt: skip
+    rotations = (pri.rotation,) if pri.rotation is not None else (o.rotations or (0,))
+    photo = photo_embeddings(encoders, image, o.view, rotations) if image is not None else None
+    q = fuse(photo, text_emb, o.text_weight)
+    rots = rotations if photo is not None else (0,)
+    t1 = time.perf_counter()
+    allowed = pri.allowed_ids(index.ids, index.cx, index.cy, index.sizes, index.crs)
+    retrieve = max(50, 5 * max(o.top_k, o.rerank_top))
+    keep = max(o.top_k, o.rerank_top if o.rerank else 0)
+    res = locate(index, q, encoders.bundle.logit_scale, keep, retrieve, o.region, rots,
+                 o.heatmap, allowed)  # fmt: skip
+    t2 = time.perf_counter()
+    res.timings = {"embed": t1 - t0, "search": t2 - t1}
+    res.priors_used, res.notes = list(pri.used), list(pri.notes)
+    if image is not None and o.rerank and matcher is not None and res.candidates:
+        for c in res.candidates:
+            c.retrieval_lonlat = (c.lon, c.lat)
+        matcher.set_photo(image, pri.camera)
+        res.candidates = rerank(res.candidates, matcher, o.rerank_top, o.refine, pri.footprint_m)
+        to_ll = Transformer.from_crs(index.crs, 4326, always_xy=True)
+        for c in res.candidates:
+            if c.method == "refined":
+                c.lon, c.lat = (float(v) for v in to_ll.transform(c.x, c.y))
+        scores = np.array([c.rank_score if c.rank_score is not None else c.score
+                           for c in res.candidates])  # fmt: skip
+        prob = np.exp(encoders.bundle.logit_scale * (scores - scores.max()))
+        for c, p in zip(res.candidates, prob / prob.sum(), strict=True):
+            c.probability = float(p)
+        res.timings["rerank"] = time.perf_counter() - t2
+    res.candidates = res.candidates[: o.top_k]
+    new_rank = {c.retrieval_rank: c.rank for c in res.candidates}
+    res.chips = [(i, s, new_rank[r]) for i, s, r in res.chips if r in new_rank]
+    res.seconds = time.perf_counter() - t0
+    return res

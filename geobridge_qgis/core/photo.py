@@ -27,7 +27,9 @@ class PhotoMeta:
     lon: float | None = None
     lat: float | None = None
     gps_accuracy_m: float | None = None
-    altitude_m: float | None = None  # above the take-off point when the drone says so
+    # Above the take-off point (XMP RelativeAltitude): what the altitude prior needs. EXIF GPS
+    # altitude is above sea level; it is kept in extra["gps_altitude_m"], never used as height.
+    altitude_m: float | None = None
     heading_deg: float | None = None  # clockwise from north (gimbal yaw, else flight yaw)
     pitch_deg: float | None = None  # DJI convention: -90 = straight down
     focal_35mm: float | None = None
@@ -112,6 +114,21 @@ _XMP_FIELDS = {
 }
 
 
+XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def xmp_packet(img: Image.Image) -> bytes | str | None:
+    """The XMP packet: Pillow >= 10 puts it in info["xmp"]; older Pillow (QGIS 3.22's Python on
+    Debian 12 has 9.4) only keeps the raw APP1 segment in `applist`."""
+    xmp = img.info.get("xmp")
+    if isinstance(xmp, bytes | str):
+        return xmp
+    for marker, data in getattr(img, "applist", None) or []:
+        if marker == "APP1" and data.startswith(XMP_APP1):
+            return data[len(XMP_APP1) :]
+    return None
+
+
 def _meta(img: Image.Image) -> PhotoMeta:
     meta = PhotoMeta()
     try:
@@ -126,7 +143,8 @@ def _meta(img: Image.Image) -> PhotoMeta:
             meta.lat = _dms(gps[2], gps.get(1, "N"))
             meta.lon = _dms(gps[4], gps.get(3, "E"))
         if 6 in gps:
-            meta.altitude_m = _rational(gps[6]) * (-1 if gps.get(5) == 1 else 1)
+            asl = _rational(gps[6]) * (-1 if gps.get(5) == 1 else 1)
+            meta.extra["gps_altitude_m"] = f"{asl:.2f}"
         if 31 in gps:  # GPSHPositioningError
             meta.gps_accuracy_m = _rational(gps[31])
         if 17 in gps:  # GPSImgDirection
@@ -135,8 +153,8 @@ def _meta(img: Image.Image) -> PhotoMeta:
             meta.focal_35mm = float(sub[ExifTags.Base.FocalLengthIn35mmFilm])
     except (TypeError, ValueError, ZeroDivisionError, IndexError):
         pass
-    xmp = img.info.get("xmp")
-    if isinstance(xmp, bytes | str):
+    xmp = xmp_packet(img)
+    if xmp:
         text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
         for tag, key in _XMP_FIELDS.items():
             m = re.search(rf'{tag}\s*=\s*"([-+0-9.eE]+)"|<[\w-]*:?{tag}>([-+0-9.eE]+)<', text)

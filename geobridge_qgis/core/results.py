@@ -1,7 +1,9 @@
 """Locate results as one GeoPackage that QGIS and OGR open.
 
 Layers (all in EPSG:4326 so that queries against indexes in different UTM zones share them):
-`candidates` (points, one per candidate), `footprints` (the candidates' chip squares),
+`candidates` (points, one per candidate: the refined centre when geometric refinement accepted
+it, with its heading and uncertainties and the match statistics), `footprints` (the refined
+footprint, else the candidate's chip square),
 `query` (a table: what was asked, of which model and index, with which parameters, when, on
 which device) and, per query, a Float32 raster `heatmap_<query_id>` of chip scores in the
 index's grid CRS. Written to a temporary file and renamed: a results file is complete or absent.
@@ -38,6 +40,8 @@ class QueryRecord:
     device: str = ""
     parameters: dict = field(default_factory=dict)
     seconds: float = 0.0
+    priors_used: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     time: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
@@ -52,12 +56,22 @@ _CANDIDATE_FIELDS = [
     ("rotation_deg", ogr.OFTInteger),
     ("n_chips", ogr.OFTInteger),
     ("chip_ids", ogr.OFTString),
+    ("method", ogr.OFTString),  # retrieval / reranked / refined
+    ("retrieval_rank", ogr.OFTInteger),
+    ("rank_score", ogr.OFTReal),
+    ("match_ok", ogr.OFTInteger),
+    ("match_note", ogr.OFTString),
+    ("inliers", ogr.OFTInteger),
+    ("heading_deg", ogr.OFTReal),
+    ("heading_sigma_deg", ogr.OFTReal),
+    ("centre_sigma_m", ogr.OFTReal),
 ]
 _FOOTPRINT_FIELDS = [
     ("query_id", ogr.OFTInteger),
     ("rank", ogr.OFTInteger),
     ("score", ogr.OFTReal),
     ("size_m", ogr.OFTReal),
+    ("method", ogr.OFTString),
 ]
 _QUERY_FIELDS = [
     ("query_id", ogr.OFTInteger),
@@ -71,6 +85,8 @@ _QUERY_FIELDS = [
     ("time", ogr.OFTString),
     ("device", ogr.OFTString),
     ("seconds", ogr.OFTReal),
+    ("priors_used", ogr.OFTString),
+    ("notes", ogr.OFTString),
 ]
 
 
@@ -127,13 +143,20 @@ def _write(path: Path, items) -> None:
                 query_id=record.query_id, rank=c.rank, score=c.score, probability=c.probability,
                 lon=c.lon, lat=c.lat, size_m=c.size_m, rotation_deg=c.rotation,
                 n_chips=len(c.chip_ids), chip_ids=",".join(map(str, c.chip_ids)),
+                method=c.method, retrieval_rank=c.retrieval_rank, rank_score=c.rank_score,
+                heading_deg=c.heading_deg, heading_sigma_deg=c.heading_sigma_deg,
+                centre_sigma_m=c.centre_sigma_m,
             )  # fmt: skip
+            if c.match is not None:
+                values.update(match_ok=int(c.match.ok), match_note=c.match.reason or "accepted",
+                              inliers=c.match.inliers)  # fmt: skip
             for k, v in values.items():
-                f.SetField(k, v)
+                if v is not None and v == v:  # NULL for what does not apply (and NaN)
+                    f.SetField(k, v)
             f.SetGeometry(ogr.CreateGeometryFromWkt(f"POINT ({c.lon} {c.lat})"))
             cand.CreateFeature(f)
             g = ogr.Feature(foot.GetLayerDefn())
-            for k in ("query_id", "rank", "score", "size_m"):
+            for k in ("query_id", "rank", "score", "size_m", "method"):
                 g.SetField(k, values[k])
             ring = tiling.transform_geometry(tiling.polygon_geometry(c.footprint), crs, WGS84)
             g.SetGeometry(ring)
@@ -143,6 +166,8 @@ def _write(path: Path, items) -> None:
             v = getattr(record, k)
             if k == "parameters":
                 v = json.dumps(v, sort_keys=True)
+            elif k in ("priors_used", "notes"):
+                v = "; ".join(v) if v else None
             if v is not None:
                 f.SetField(k, v)
         query.CreateFeature(f)

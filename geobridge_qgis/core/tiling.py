@@ -414,8 +414,9 @@ class ChipReader:
         cx1, cy1 = min(W, round(x0 + w)), min(H, round(y0 + h))
         if cx1 - cx0 < 2 or cy1 - cy0 < 2:
             return None
-        ox0 = round((cx0 - x0) / w * out_px)
-        oy0 = round((cy0 - y0) / h * out_px)
+        # max(0, ...): a window starting a fraction of a pixel inside the raster rounds to -1
+        ox0 = max(0, round((cx0 - x0) / w * out_px))
+        oy0 = max(0, round((cy0 - y0) / h * out_px))
         ow = max(1, min(out_px - ox0, round((cx1 - cx0) / w * out_px)))
         oh = max(1, min(out_px - oy0, round((cy1 - cy0) / h * out_px)))
         kw = dict(buf_xsize=ow, buf_ysize=oh, resample_alg=gdal.GRIORA_Average)

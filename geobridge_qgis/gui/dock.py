@@ -46,6 +46,7 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -60,7 +61,7 @@ from ..tasks import LocateOutcome, LocateTask, PhotoInfoTask
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 SETTINGS = "geobridge/dock/"
-COLUMNS = ["Rank", "Score", "Probability", "Distance to photo GPS"]
+COLUMNS = ["Rank", "Method", "Score", "Probability", "± m", "Heading", "Distance to photo GPS"]
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -79,7 +80,9 @@ def exif_summary(meta: Any) -> str:
     else:
         parts.append("no GPS position in the photo")
     if meta.altitude_m is not None:
-        parts.append(f"altitude {meta.altitude_m:.0f} m")
+        parts.append(f"altitude {meta.altitude_m:.0f} m above take-off")
+    elif "gps_altitude_m" in meta.extra:
+        parts.append(f"GPS altitude {float(meta.extra['gps_altitude_m']):.0f} m a.s.l.")
     if meta.heading_deg is not None:
         parts.append(f"heading {meta.heading_deg:.0f}°")
     if meta.pitch_deg is not None:
@@ -111,6 +114,9 @@ class GeoBridgeDock(QgsDockWidget):
         self.bundle_edit.setFilePath(bundle)
         self.index_edit.setFilePath(settings.value(SETTINGS + "index", "", type=str))
         self.top_k.setValue(settings.value(SETTINGS + "top_k", 10, type=int))
+        for box, key in self._option_boxes():
+            box.setChecked(settings.value(SETTINGS + key, True, type=bool))
+        self.gps_radius.setValue(settings.value(SETTINGS + "gps_radius_m", 0, type=int))
         # The pickers start in the folders of the GeoBridge settings.
         self.bundle_edit.setDefaultRoot(geobridge_settings.bundles_folder())
         self.index_edit.setDefaultRoot(geobridge_settings.index_cache_folder())
@@ -135,7 +141,7 @@ class GeoBridgeDock(QgsDockWidget):
         self.index_edit.fileChanged.connect(self._index_changed)
         self.index_info = QLabel("no index: build one from a raster layer", model)
         self.index_info.setWordWrap(True)
-        self.build_button = QPushButton("Build index of the active raster layer", model)
+        self.build_button = QPushButton("Build index of the active layer", model)
         self.build_button.setToolTip(
             "Runs Processing > GeoBridge > Build reference index in the background over the "
             "active raster layer (the search region's bounding box when 'search region only' "
@@ -171,26 +177,60 @@ class GeoBridgeDock(QgsDockWidget):
         self.top_k = QSpinBox(query)
         self.top_k.setRange(1, 100)
         self.top_k.setValue(10)
-        self.rotate = QCheckBox("try four headings (heading unknown)", query)
+        self.rotate = QCheckBox("try four headings", query)
+        self.rotate.setToolTip("The photo's heading is unknown: also try it turned 90/180/270°")
         self.rotate.setChecked(True)
         qform.addRow("Photo", self.photo_edit)
-        qform.addRow(self.thumbnail)
-        qform.addRow(self.exif_info)
+        # One row for both: QFormLayout misplaces a word-wrapped label below a tall one.
+        photo_box = QWidget(query)
+        photo_layout = QVBoxLayout(photo_box)
+        photo_layout.setContentsMargins(0, 0, 0, 0)
+        photo_layout.addWidget(self.thumbnail)
+        photo_layout.addWidget(self.exif_info)
+        qform.addRow(photo_box)
         qform.addRow("Description", self.text_edit)
         row = QHBoxLayout()
         row.addWidget(self.top_k)
         row.addWidget(self.rotate)
         qform.addRow("Candidates", row)
-        self.use_region = QCheckBox(
-            "search region only (the selected polygons of the active layer, else the last "
-            "drawn region)",
-            query,
-        )
+        self.use_region = QCheckBox("search region only", query)
         self.use_region.setObjectName("GeoBridgeUseRegion")
         self.use_region.setToolTip(
-            "Draw one with the GeoBridge rectangle or polygon tool, or select polygons"
+            "Search only the selected polygons of the active layer, else the last drawn region "
+            "(draw one with the GeoBridge rectangle or polygon tool)"
         )
         qform.addRow(self.use_region)
+        # The photo's own metadata and the geometric check: each can be switched off (an
+        # analyst may distrust spoofed EXIF); the result's 'query' table says what was used.
+        self.use_gps = QCheckBox("GPS limits the search to", query)
+        self.use_gps.setObjectName("GeoBridgeUseGps")
+        self.gps_radius = QSpinBox(query)
+        self.gps_radius.setRange(0, 5000)
+        self.gps_radius.setSuffix(" m")
+        self.gps_radius.setSpecialValueText("from EXIF")
+        self.gps_radius.setToolTip(
+            "GPS uncertainty; 'from EXIF' takes the photo's accuracy tag, else 15 m. An oblique "
+            "camera's look-ahead is added to it."
+        )
+        gps_row = QHBoxLayout()
+        gps_row.addWidget(self.use_gps)
+        gps_row.addWidget(self.gps_radius)
+        qform.addRow(gps_row)
+        self.use_altitude = QCheckBox("altitude picks the chip size", query)
+        self.use_altitude.setObjectName("GeoBridgeUseAltitude")
+        self.use_heading = QCheckBox("heading picks the rotation", query)
+        self.use_heading.setObjectName("GeoBridgeUseHeading")
+        qform.addRow(self.use_altitude)
+        qform.addRow(self.use_heading)
+        self.rerank = QCheckBox("re-rank and refine by image matching", query)
+        self.rerank.setToolTip(
+            "Match the top candidates to the indexed imagery (SIFT + RANSAC): a match moves a "
+            "candidate up and gives the photo's footprint, centre and heading"
+        )
+        self.rerank.setObjectName("GeoBridgeRerank")
+        qform.addRow(self.rerank)
+        for box in (self.use_gps, self.use_altitude, self.use_heading, self.rerank):
+            box.setChecked(True)
         layout.addWidget(query)
 
         buttons = QHBoxLayout()
@@ -221,12 +261,29 @@ class GeoBridgeDock(QgsDockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellClicked.connect(lambda row, _col: self.zoom_to_candidate(row))
+        self.table.setMinimumHeight(200)
         layout.addWidget(self.table, 1)
         self.export_button = QPushButton("Export GeoPackage…", body)
         self.export_button.setEnabled(False)
         self.export_button.clicked.connect(self._export_clicked)
         layout.addWidget(self.export_button)
-        self.setWidget(body)
+        # A docked panel is often shorter than all of this: scroll rather than squeeze.
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        # A scroll area sizes its body from minimum heights, which word-wrapped labels
+        # understate (Qt's heightForWidth is not consulted there): reserve their lines.
+        lines = self.fontMetrics().lineSpacing()
+        for label, n in ((self.exif_info, 3), (self.status, 3), (self.bundle_info, 3),
+                         (self.index_info, 2)):  # fmt: skip
+            label.setMinimumHeight(n * lines + 4)
+
+    def _option_boxes(self) -> list[tuple[QCheckBox, str]]:
+        return [(self.use_gps, "use_gps"), (self.use_altitude, "use_altitude"),
+                (self.use_heading, "use_heading"), (self.rerank, "rerank")]  # fmt: skip
 
     # ------------------------------------------------------------ inputs
 
@@ -376,7 +433,11 @@ class GeoBridgeDock(QgsDockWidget):
                     error=True,
                 )
                 return False
-        QgsSettings().setValue(SETTINGS + "top_k", self.top_k.value())
+        settings = QgsSettings()
+        settings.setValue(SETTINGS + "top_k", self.top_k.value())
+        for box, key in self._option_boxes():
+            settings.setValue(SETTINGS + key, box.isChecked())
+        settings.setValue(SETTINGS + "gps_radius_m", self.gps_radius.value())
         task = LocateTask(
             bundle,
             index,
@@ -387,6 +448,12 @@ class GeoBridgeDock(QgsDockWidget):
             rotate=self.rotate.isChecked(),
             add_layers=True,
             region=region,
+            rerank=self.rerank.isChecked(),
+            refine=self.rerank.isChecked(),
+            use_gps=self.use_gps.isChecked(),
+            use_altitude=self.use_altitude.isChecked(),
+            use_heading=self.use_heading.isChecked(),
+            gps_radius_m=float(self.gps_radius.value()) or None,
         )
         task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
         task.succeeded.connect(self._located)
@@ -489,9 +556,12 @@ class GeoBridgeDock(QgsDockWidget):
         self.fill_table()
         q = outcome.queries[0]
         best = f", best score {q.candidates[0].score:.3f}" if q.candidates else ""
+        if q.candidates and q.candidates[0].method == "refined":
+            best += " (refined by matching the imagery)"
+        priors = f" Priors used: {', '.join(q.priors_used)}." if q.priors_used else ""
         self._say(
             f"{len(q.candidates)} candidates for {q.label}{best} in "
-            f"{outcome.seconds:.1f} s on {outcome.device}."
+            f"{outcome.seconds:.1f} s on {outcome.device}.{priors}"
         )
         if q.candidates:
             self.zoom_to_candidate(0)
@@ -505,16 +575,26 @@ class GeoBridgeDock(QgsDockWidget):
         self.table.setRowCount(len(q.candidates))
         for row, c in enumerate(q.candidates):
             distance = haversine_m(c.lon, c.lat, *gps) if gps else None
+            refined = c.method == "refined"
+            method = c.method
+            if c.match is not None and not c.match.ok:
+                method = "match failed"
             values = [
                 (str(c.rank), c.rank),
+                (method, method),
                 (f"{c.score:.4f}", c.score),
                 (f"{c.probability:.1%}", c.probability),
+                (f"{c.centre_sigma_m:.1f}" if refined else "–", c.centre_sigma_m),
+                (f"{c.heading_deg:.0f}°" if refined else "–", c.heading_deg),
                 (f"{distance:,.0f} m" if distance is not None else "–", distance),
             ]
             for col, (text, value) in enumerate(values):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, value)
                 item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if col == 1 and c.match is not None:
+                    m = c.match
+                    item.setToolTip(m.reason or f"{m.inliers} inliers, {m.spread:.0%} of the photo")
                 self.table.setItem(row, col, item)
 
     def zoom_to_candidate(self, row: int) -> QgsRectangle | None:

@@ -2,9 +2,12 @@
 
 Two map tools draw a region to search: `RectangleRegionTool` (press, drag, release) and
 `PolygonRegionTool` (left clicks add vertices, a right click finishes, Esc cancels, Backspace
-removes the last vertex). Each finished region becomes a feature of the memory layer
-"GeoBridge search regions" (made on first use, in the project CRS, kept in the project and
-found again by its custom property, so renaming it does not lose it).
+removes the last vertex). Each finished region becomes a feature of the layer "GeoBridge
+search regions" (made on first use, in the project CRS, found again by its custom property, so
+renaming it does not lose it). The layer is a GeoPackage, not a memory layer, so that regions
+are saved with the project (QGIS 3.22 does not save memory layers): `<project>-geobridge-
+regions.gpkg` beside a saved project, else `geobridge/regions-<time>.gpkg` in the QGIS profile
+folder (the project then records that path).
 
 `search_region` says what to search: the selected polygons of the active layer, else the last
 drawn region. `add_basemap` adds the XYZ imagery layer named in the settings.
@@ -12,24 +15,29 @@ drawn region. `add_basemap` adds the XYZ imagery layer named in the settings.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsDataSourceUri,
     QgsFeature,
+    QgsField,
+    QgsFields,
     QgsFillSymbol,
     QgsGeometry,
     QgsMapLayer,
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
+    QgsVectorFileWriter,
     QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsMapToolExtent, QgsRubberBand
-from qgis.PyQt.QtCore import QDateTime, Qt, pyqtSignal
+from qgis.PyQt.QtCore import QDateTime, Qt, QVariant, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from .. import settings
@@ -53,11 +61,9 @@ def regions_layer(project: QgsProject | None = None, create: bool = False) -> Qg
             return layer
     if not create:
         return None
-    layer = QgsVectorLayer(
-        "Polygon?field=name:string(80)&field=created:datetime", REGIONS_LAYER_NAME, "memory"
-    )
     crs = project.crs()
-    layer.setCrs(crs if crs.isValid() else QgsCoordinateReferenceSystem("EPSG:4326"))
+    crs = crs if crs.isValid() else QgsCoordinateReferenceSystem("EPSG:4326")
+    layer = _regions_gpkg(regions_path(project), crs, project)
     layer.setCustomProperty(ROLE_PROPERTY, REGIONS_ROLE)
     symbol = QgsFillSymbol.createSimple(
         {
@@ -68,6 +74,44 @@ def regions_layer(project: QgsProject | None = None, create: bool = False) -> Qg
     )
     layer.renderer().setSymbol(symbol)
     project.addMapLayer(layer)
+    return layer
+
+
+def regions_path(project: QgsProject) -> Path:
+    """Where a project's regions GeoPackage goes (see the module docstring)."""
+    if project.fileName():
+        return Path(project.absolutePath()) / f"{project.baseName()}-geobridge-regions.gpkg"
+    folder = Path(QgsApplication.qgisSettingsDirPath()) / "geobridge"
+    stamp = QDateTime.currentDateTime().toString("yyyyMMdd-HHmmss")
+    n = 0
+    while (path := folder / f"regions-{stamp}{f'-{n}' if n else ''}.gpkg").exists():
+        n += 1
+    return path
+
+
+def _regions_gpkg(
+    path: Path, crs: QgsCoordinateReferenceSystem, project: QgsProject
+) -> QgsVectorLayer:
+    """The regions layer of the GeoPackage at `path`, made when it is not there (a region
+    file left by an earlier session of this project is opened again, not overwritten)."""
+    uri = f"{path}|layername=search_regions"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fields = QgsFields()
+        fields.append(QgsField("name", QVariant.String, len=80))
+        fields.append(QgsField("created", QVariant.DateTime))
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = "search_regions"
+        writer = QgsVectorFileWriter.create(
+            str(path), fields, QgsWkbTypes.Polygon, crs, project.transformContext(), options
+        )
+        if writer.hasError():
+            raise RuntimeError(f"{path}: cannot create the regions layer: {writer.errorMessage()}")
+        del writer  # flushes and closes the file
+    layer = QgsVectorLayer(uri, REGIONS_LAYER_NAME, "ogr")
+    if not layer.isValid():
+        raise RuntimeError(f"{path}: cannot open the regions layer")
     return layer
 
 

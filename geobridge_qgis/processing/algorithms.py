@@ -487,6 +487,7 @@ class _LocateAlgorithm(_GeoBridgeAlgorithm):
         text: str | None,
         rotate: bool = True,
         text_weight: float = 0.5,
+        **options: Any,
     ) -> dict[str, Any]:
         from ..core.errors import UserError
         from ..core.index import Cancelled
@@ -506,6 +507,7 @@ class _LocateAlgorithm(_GeoBridgeAlgorithm):
                 top_k=self.parameterAsInt(parameters, self.TOP_K, context),
                 rotate=rotate,
                 text_weight=text_weight,
+                **options,
                 progress=feedback.setProgress,
                 cancelled=feedback.isCanceled,
                 log=feedback.pushInfo,
@@ -542,6 +544,12 @@ class LocatePhotosAlgorithm(_LocateAlgorithm):
     MORE_PHOTOS = "MORE_PHOTOS"
     ROTATE = "ROTATE"
     TEXT_WEIGHT = "TEXT_WEIGHT"
+    RERANK = "RERANK"
+    REFINE = "REFINE"
+    USE_GPS = "USE_GPS"
+    USE_ALTITUDE = "USE_ALTITUDE"
+    USE_HEADING = "USE_HEADING"
+    GPS_RADIUS = "GPS_RADIUS"
 
     def name(self) -> str:
         return "locatephotos"
@@ -561,10 +569,19 @@ class LocatePhotosAlgorithm(_LocateAlgorithm):
             "to steer the search, e.g. 'a church beside a roundabout'.\n"
             "<b>Try four headings</b>: a drone photo's heading is unknown and the satellite "
             "imagery is north-up, so the photo is also tried turned by 90, 180 and 270 "
-            "degrees; switch off for photos already north-up.\n\n"
-            "Output: a GeoPackage with layers 'candidates' (points: rank, score, probability, "
-            "lon, lat, ...), 'footprints' (the candidates' chip squares), 'query' (what was "
-            "asked, with which model and index) and one heat map per query; candidates, "
+            "degrees; switch off for photos already north-up.\n"
+            "<b>Re-rank and refine</b>: the top candidates are matched to the indexed imagery "
+            "(SIFT features, RANSAC homography); a match moves the candidate up and gives the "
+            "photo's footprint, centre and heading with their uncertainty (method 'refined'). "
+            "<b>Refine</b> off keeps the chip locations.\n"
+            "<b>Priors</b> from the photo's EXIF/XMP, each of which can be switched off: GPS "
+            "limits the search to a circle (radius: <b>GPS uncertainty</b>, 0 = the EXIF "
+            "accuracy tag, else 15 m, plus how far an oblique camera looks ahead); altitude "
+            "(with the focal length) picks the chip size; the heading picks the rotation.\n\n"
+            "Output: a GeoPackage with layers 'candidates' (points: rank, method, score, "
+            "probability, lon, lat, heading, uncertainties, match statistics, ...), "
+            "'footprints' (refined footprints, else the chip squares), 'query' (what was asked, "
+            "with which model, index and priors) and one heat map per query; candidates, "
             "footprints and heat maps are added to the 'GeoBridge results' group."
         )
 
@@ -605,6 +622,25 @@ class LocatePhotosAlgorithm(_LocateAlgorithm):
                 )
             )
         )
+        for name, label in (
+            (self.RERANK, "Re-rank the top candidates by matching them to the imagery"),
+            (self.REFINE, "Refine: the photo's footprint, centre and heading from the match"),
+            (self.USE_GPS, "Use the photo's GPS to limit the search"),
+            (self.USE_ALTITUDE, "Use the photo's altitude to pick the chip size"),
+            (self.USE_HEADING, "Use the photo's heading instead of trying four"),
+        ):
+            self.addParameter(QgsProcessingParameterBoolean(name, label, True))
+        self.addParameter(
+            _advanced(
+                QgsProcessingParameterNumber(
+                    self.GPS_RADIUS,
+                    "GPS uncertainty in metres (0: the photo's EXIF, else 15)",
+                    QgsProcessingParameterNumber.Double,
+                    0.0,
+                    minValue=0.0,
+                )
+            )
+        )
         self._common_tail()
 
     def _process(
@@ -630,6 +666,12 @@ class LocatePhotosAlgorithm(_LocateAlgorithm):
             self.parameterAsString(parameters, self.TEXT, context) or None,
             rotate=self.parameterAsBool(parameters, self.ROTATE, context),
             text_weight=self.parameterAsDouble(parameters, self.TEXT_WEIGHT, context),
+            rerank=self.parameterAsBool(parameters, self.RERANK, context),
+            refine=self.parameterAsBool(parameters, self.REFINE, context),
+            use_gps=self.parameterAsBool(parameters, self.USE_GPS, context),
+            use_altitude=self.parameterAsBool(parameters, self.USE_ALTITUDE, context),
+            use_heading=self.parameterAsBool(parameters, self.USE_HEADING, context),
+            gps_radius_m=self.parameterAsDouble(parameters, self.GPS_RADIUS, context) or None,
         )
 
 
