@@ -182,6 +182,10 @@ def cmd_locate(args) -> int:
         label = path.name if path else f'"{args.text[:40]}"'
         for note in result.notes:
             print(f"{label}: {note}", file=sys.stderr)
+        if result.prior_circle and not args.json:
+            lon, lat, r = result.prior_circle
+            print(f"{label}: its metadata puts the view centre at {lon:.6f}, {lat:.6f} "
+                  f"(search radius {r:.0f} m)")  # fmt: skip
         if not args.json:
             best = result.candidates[0] if result.candidates else None
             if best:

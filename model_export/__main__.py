@@ -124,9 +124,8 @@ def cmd_ablate(args) -> int:
     names = list(VARIANTS)
     if args.variants:
         names = [names[int(i)] for i in args.variants.split(",")]
-    rows = ablate(args.out, args.steps, args.worlds, names)
+    rows = ablate(args.out, args.steps, args.worlds, names, train_seed=args.train_seed)
     print(table(rows))
-    print(f"wrote {args.out}/ablation.json")
     return 0
 
 
@@ -184,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100, help="optimiser steps per variant (100)")
     p.add_argument("--worlds", type=int, default=4, help="training worlds (4)")
     p.add_argument("--variants", help="indexes into ablation.VARIANTS, e.g. 0,2 (all)")
+    p.add_argument("--train-seed", type=int, default=0, help="training seed (pairs unchanged)")
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("eval", help="the paper's metrics on a synthetic world")

@@ -45,7 +45,10 @@ def ablate(
     worlds: int = 4,
     variants: list[str] | None = None,
     log: Callable[[str], None] = print,
+    train_seed: int = 0,
 ) -> list[dict]:
+    """Train, export and evaluate each variant; `train_seed` changes the initialisation and
+    batch order only (the pairs stay the same), to show how much one seed's luck weighs."""
     out.mkdir(parents=True, exist_ok=True)
     base = TrainConfig(seeds=TrainConfig().seeds[:worlds], steps=steps, warmup=max(1, steps // 10),
                        max_minutes=600.0)  # fmt: skip
@@ -59,8 +62,10 @@ def ablate(
     log(f"  {time.perf_counter() - t0:.0f} s")
     rows = []
     for name in variants or list(VARIANTS):
-        cfg = replace(base, **VARIANTS[name])
+        cfg = replace(base, seed=train_seed, **VARIANTS[name])
         run = out / name.split(" (")[0].replace(" ", "-").replace("+", "plus")
+        if train_seed:
+            run = run.with_name(f"{run.name}-seed{train_seed}")
         log(f"{name}: training {steps} steps")
         ckpt = train(cfg, run / "train", log=lambda _m: None, pairs=pairs)
         steps = json.loads((run / "train" / "train.json").read_text())["steps_done"]
@@ -70,11 +75,13 @@ def ablate(
                           towers=("drone", "satellite", "text"), log=lambda _m: None)  # fmt: skip
         metrics = evaluate(bundle, heldout, run / "eval")
         get = {(r["direction"], r["method"]): r for r in metrics}
-        row = {"variant": name, "steps": steps}
+        row = {"variant": name + (f" [train seed {train_seed}]" if train_seed else ""),
+               "steps": steps}  # fmt: skip
         row.update({f"{d} {k}": get[(d, m)][k] for d, m, k in COLUMNS})
         rows.append(row)
         log("  " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)))
-    (out / "ablation.json").write_text(json.dumps(rows, indent=1))
+    name = f"ablation-seed{train_seed}.json" if train_seed else "ablation.json"
+    (out / name).write_text(json.dumps(rows, indent=1))
     return rows
 
 

@@ -785,6 +785,10 @@ def test_demo_photos_are_found_near_their_truth(provider, tmp_path):
     _, rows = fields(out, "candidates")
     _, queries = fields(out, "query")
     assert all(q["priors_used"] == "heading; altitude; gps" for q in queries)
+    for q in queries:  # the view centre the metadata predicts, and the circle searched
+        t = truth[q["query_id"] - 1]
+        miss = haversine_m(q["prior_lon"], q["prior_lat"], float(t["lon"]), float(t["lat"]))
+        assert miss < q["prior_radius_m"] < 100, (miss, q["prior_radius_m"])
     best = {r["query_id"]: r for r in rows if r["rank"] == 1}
     d = [haversine_m(best[q]["lon"], best[q]["lat"], float(t["lon"]), float(t["lat"]))
          for q, t in enumerate(truth[:8], start=1)]  # fmt: skip

@@ -11,6 +11,7 @@ to the truth, rank of the first candidate within 50 m of the truth, and how the 
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import sys
 import time
@@ -120,6 +121,11 @@ def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int) -> int:
                   f"{np.median(e):.0f} m")  # fmt: skip
     print(f"wrote {gpkg}")
     from tools.mapimage import render_map
+
+    # The matcher's GDAL dataset must be gone before QGIS shuts GDAL down (exitQgis), or its
+    # late release crashes the interpreter on exit.
+    matcher = None  # the closure above shares this variable
+    gc.collect()
 
     png = render_map(world_dir, gpkg, out / "map.png", query_of_photo)
     print(f"wrote {png}")

@@ -141,6 +141,8 @@ class LocateResult:
     seconds: float = 0.0
     priors_used: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    # The GPS prior's circle: where the metadata alone puts the view centre (lon, lat, metres).
+    prior_circle: tuple[float, float, float] | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
@@ -334,6 +336,8 @@ def locate_query(
     t2 = time.perf_counter()
     res.timings = {"embed": t1 - t0, "search": t2 - t1}
     res.priors_used, res.notes = list(pri.used), list(pri.notes)
+    if "gps" in pri.used:
+        res.prior_circle = (*pri.centre_lonlat, pri.radius_m)
     if image is not None and o.rerank and matcher is not None and res.candidates:
         for c in res.candidates:
             c.retrieval_lonlat = (c.lon, c.lat)

@@ -87,6 +87,9 @@ _QUERY_FIELDS = [
     ("seconds", ogr.OFTReal),
     ("priors_used", ogr.OFTString),
     ("notes", ogr.OFTString),
+    ("prior_lon", ogr.OFTReal),  # the GPS prior's circle: the view centre the metadata
+    ("prior_lat", ogr.OFTReal),  # alone predicts, and its radius
+    ("prior_radius_m", ogr.OFTReal),
 ]
 
 
@@ -162,7 +165,12 @@ def _write(path: Path, items) -> None:
             g.SetGeometry(ring)
             foot.CreateFeature(g)
         f = ogr.Feature(query.GetLayerDefn())
+        circle = result.prior_circle
         for k, _ in _QUERY_FIELDS:
+            if k.startswith("prior_"):
+                if circle is not None:
+                    f.SetField(k, circle[("prior_lon", "prior_lat", "prior_radius_m").index(k)])
+                continue
             v = getattr(record, k)
             if k == "parameters":
                 v = json.dumps(v, sort_keys=True)
