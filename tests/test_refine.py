@@ -51,7 +51,7 @@ def synthetic_photo(ds, crs, cam_xy, camera: refine.Camera, recolour: bool = Tru
     side = float(max(hi - lo))
     mid = (lo + hi) / 2
     px = int(side / res)
-    reader = tiling.ChipReader(ds, crs, refine._bounds(ds))
+    reader = tiling.ChipReader(ds, crs, tiling.raster_bounds(ds, crs))
     window = reader.read(mid[0], mid[1], side, px)
     # photo px -> ground -> window px
     to_window = (
@@ -123,6 +123,23 @@ def test_refinement_with_the_camera_prior_is_as_good(sat):
     assert match.ok, match.reason
     assert math.hypot(match.x - truth["centre"][0], match.y - truth["centre"][1]) < 3.0
     assert abs((match.heading_deg - 300.0 + 180) % 360 - 180) < 2.0
+
+
+def test_refinement_on_a_raster_in_another_crs(sat, tmp_path):
+    """Imagery in Web Mercator, grid in UTM: the matcher reads through a warped window."""
+    from osgeo import gdal
+
+    ds, crs, (x0, y0) = sat
+    cam = refine.Camera(altitude_m=120.0, tilt_deg=20.0, hfov_deg=70.0, heading_deg=57.0)
+    photo, truth = synthetic_photo(ds, crs, (x0 - 150, y0 + 80), cam)
+    web = tmp_path / "web.tif"
+    gdal.Warp(str(web), str(SAT), dstSRS="EPSG:3857", outputBoundsSRS=crs.to_wkt(),
+              outputBounds=(x0 - 600, y0 - 500, x0 + 300, y0 + 500))  # fmt: skip
+    m = refine.Matcher(str(web), crs)
+    m.set_photo(photo)
+    match = m.match(*(truth["centre"] + np.array([35.0, -25.0])), 150.0)
+    assert match.ok, match.reason
+    assert math.hypot(match.x - truth["centre"][0], match.y - truth["centre"][1]) < 3.0
 
 
 def _candidate(rank: int, x: float, y: float, score: float) -> L.Candidate:

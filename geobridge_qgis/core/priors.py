@@ -66,7 +66,8 @@ class Priors:
     def allowed_ids(self, ids, cx, cy, sizes, crs: CRS) -> np.ndarray | None:
         """The chips the priors leave (None: no restriction). A chip stays when its square can
         hold the expected centre (centre distance <= radius + half its diagonal) and, with the
-        altitude prior, when it is of the chip scale nearest the expected footprint."""
+        altitude prior, when it is of the chip scale nearest the expected footprint. A GPS
+        circle that holds no chip is dropped here (from `used`, with a note), not applied."""
         keep = np.ones(len(ids), bool)
         restricted = False
         if "altitude" in self.used and self.footprint_m:

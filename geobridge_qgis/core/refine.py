@@ -97,13 +97,12 @@ def _round(v: float, n: int) -> float | None:
 
 @dataclass
 class PhotoFeatures:
-    """SIFT keypoints of the photo at one scale (cached per expected footprint width)."""
+    """SIFT keypoints of the photo at one scale (cached per width and ground resolution)."""
 
     points: np.ndarray  # [N, 2] in the photo's own pixels (mapped back from any warp)
     descriptors: np.ndarray | None
     width: int  # of the photo as matched (scaled)
     height: int
-    to_photo: np.ndarray  # 3x3: matched pixels -> the scaled photo's pixels
 
 
 @dataclass
@@ -157,12 +156,13 @@ class Matcher:
 
     def __init__(self, raster: str, grid_crs, identity: dict | None = None):
         ds = _open_same(raster, identity)
-        self.reader = tiling.ChipReader(ds, grid_crs, _bounds(ds))
+        # Bounds in the grid CRS: a raster in another CRS (a web layer, lon/lat) is warped.
+        self.reader = tiling.ChipReader(ds, grid_crs, tiling.raster_bounds(ds, grid_crs))
         self.res = abs(self.reader.gt[1])
         self._photo: np.ndarray | None = None
         self._camera: Camera | None = None
         self._upright = False
-        self._cache: dict[int, PhotoFeatures] = {}
+        self._cache: dict[tuple[int, float], PhotoFeatures] = {}
 
     @classmethod
     def for_index(cls, index) -> Matcher:
@@ -182,7 +182,7 @@ class Matcher:
         w = self._photo.shape[1]
         target = min(footprint_m / metres_per_px, PHOTO_MAX_PX, w)
         scale = target / w
-        key = round(target)
+        key = (round(target), round(metres_per_px, 4))  # the ground warp depends on both
         if key not in self._cache:
             img = self._photo
             if scale < 1:
@@ -193,7 +193,7 @@ class Matcher:
             pts, desc = _features(matched, self._upright, mask)
             if len(pts):
                 pts = cv2.perspectiveTransform(pts.reshape(-1, 1, 2), to_photo).reshape(-1, 2)
-            self._cache[key] = PhotoFeatures(pts, desc, img.shape[1], img.shape[0], to_photo)
+            self._cache[key] = PhotoFeatures(pts, desc, img.shape[1], img.shape[0])
         return self._cache[key]
 
     def match(self, cx: float, cy: float, chip_m: float, footprint_m: float | None = None) -> Match:
@@ -316,12 +316,6 @@ def _bootstrap(src, dst, key, to_ground, res) -> tuple[float, float]:
     r = math.hypot(np.mean(np.sin(angles)), np.mean(np.cos(angles)))
     circ_sd = math.degrees(math.sqrt(max(-2 * math.log(max(r, 1e-12)), 0.0)))
     return spread + res / 2, circ_sd
-
-
-def _bounds(ds) -> tuple[float, float, float, float]:
-    gt = ds.GetGeoTransform()
-    x1, y1 = gt[0] + gt[1] * ds.RasterXSize, gt[3] + gt[5] * ds.RasterYSize
-    return min(gt[0], x1), min(gt[3], y1), max(gt[0], x1), max(gt[3], y1)
 
 
 def _open_same(raster: str, identity: dict | None):

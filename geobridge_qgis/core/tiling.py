@@ -119,6 +119,13 @@ def raster_footprint(ds: gdal.Dataset) -> ogr.Geometry:
     return poly
 
 
+def raster_bounds(ds: gdal.Dataset, crs: CRS) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of the raster's extent in `crs` (its own or another)."""
+    own = CRS.from_wkt(ds.GetProjection())
+    xmin, xmax, ymin, ymax = transform_geometry(raster_footprint(ds), own, crs).GetEnvelope()
+    return xmin, ymin, xmax, ymax
+
+
 def transform_geometry(geom: ogr.Geometry, src: CRS, dst: CRS) -> ogr.Geometry:
     """Reproject an OGR geometry with pyproj (always lon/lat or x/y order)."""
     out = geom.Clone()
