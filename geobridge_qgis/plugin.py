@@ -167,6 +167,6 @@ class GeoBridgePlugin:
             self.toolbar.setParent(None)
             self.toolbar.deleteLater()
             self.toolbar = None
-        from .tasks import clear_encoders
+        from .tasks import shutdown
 
-        clear_encoders()
+        shutdown()

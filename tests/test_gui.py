@@ -254,11 +254,12 @@ def test_dropping_an_image_file_on_the_dock_sets_the_photo(dock, utm_raster, tmp
 
 
 def test_cancelled_index_task_leaves_no_index_folder(tiny_bundle, utm_raster, tmp_path):
+    from geobridge_qgis.core.service import IndexRequest
     from geobridge_qgis.tasks import IndexTask
 
     out = tmp_path / "index"
     # 20 m chips: ~3,500 chips, so the build spans many shards and the cancel lands mid-way.
-    task = IndexTask(tiny_bundle, str(utm_raster), out, chip_sizes=(20.0,))
+    task = IndexTask(IndexRequest(tiny_bundle, str(utm_raster), out, chip_sizes=(20.0,)))
     # progressChanged comes from the worker thread after each saved shard: cancel there.
     task.progressChanged.connect(lambda value: task.cancel() if value > 0 else None)
     outcome: list = []
@@ -272,18 +273,19 @@ def test_cancelled_index_task_leaves_no_index_folder(tiny_bundle, utm_raster, tm
 
 
 def test_index_task_builds_an_index_over_a_region(tiny_bundle, utm_raster, tmp_path):
+    from geobridge_qgis.core.service import IndexRequest
     from geobridge_qgis.core.tiling import Region
     from geobridge_qgis.tasks import IndexTask
 
     out = tmp_path / "index"
     region = Region.from_bbox("500100,5500700,500300,5500900", None)
-    task = IndexTask(tiny_bundle, str(utm_raster), out, region=region)
+    task = IndexTask(IndexRequest(tiny_bundle, str(utm_raster), out, region=region))
     results: list = []
     task.succeeded.connect(results.append)
     task.failed.connect(lambda e: results.append(RuntimeError(e)))
     QgsApplication.taskManager().addTask(task)
     wait_for(lambda: results, 120)
-    assert results == [out]
+    assert [r.folder for r in results] == [out]
     assert any(m.startswith("plan:") for m in task.messages)
     with np.load(out / "chips.npz") as z:
         assert len(z["ids"]) > 0
@@ -292,25 +294,30 @@ def test_index_task_builds_an_index_over_a_region(tiny_bundle, utm_raster, tmp_p
 
 def test_consecutive_tasks_on_pooled_threads(tiny_bundle, tiny_index, utm_raster, tmp_path):
     """Engine tasks one after another reuse QGIS's pooled threads; with pyproj 3.7.1 the
-    second task on a thread crashed QGIS (a freed PROJ context) unless the plugin keeps it."""
+    second task on a thread crashed QGIS (a freed PROJ context) unless the engine work runs on
+    threads the plugin owns."""
+    from geobridge_qgis.core.service import IndexRequest, LocateRequest
     from geobridge_qgis.tasks import IndexTask, LocateTask
 
     for i in range(3):
-        locate = LocateTask(tiny_bundle, tiny_index, tmp_path / f"r{i}.gpkg",
-                            text="a field", top_k=2, add_layers=False)  # fmt: skip
+        request = LocateRequest(tiny_bundle, tiny_index, text="a field", top_k=2,
+                                out=tmp_path / f"r{i}.gpkg")  # fmt: skip
+        locate = LocateTask(request, add_layers=False)
         done: list = []
         locate.succeeded.connect(done.append)
         locate.failed.connect(done.append)
         QgsApplication.taskManager().addTask(locate)
         wait_for(lambda done=done: done, 60)
         assert [len(q.candidates) for q in done[0].queries] == [2]
-        build = IndexTask(tiny_bundle, str(utm_raster), tmp_path / f"i{i}", chip_sizes=(200.0,))
+        build = IndexTask(
+            IndexRequest(tiny_bundle, str(utm_raster), tmp_path / f"i{i}", chip_sizes=(200.0,))
+        )
         built: list = []
         build.succeeded.connect(built.append)
         build.failed.connect(built.append)
         QgsApplication.taskManager().addTask(build)
         wait_for(lambda built=built: built, 60)
-        assert built == [tmp_path / f"i{i}"]
+        assert [b.folder for b in built] == [tmp_path / f"i{i}"]
 
 
 def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
@@ -320,14 +327,15 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
 
     from qgis.core import QgsFeature, QgsGeometry, QgsMarkerSymbol, QgsRectangle, QgsVectorLayer
 
-    from geobridge_qgis.tasks import run_index
+    from geobridge_qgis.core.service import IndexRequest, build_index
 
     bundle, world = DEMO / "bundle", DEMO / "world"
     if not (bundle / "manifest.json").is_file() or not (world / "satellite.tif").is_file():
         pytest.skip("resources/demo (bundle and world) is not there yet")
     with open(world / "drone" / "truth.csv", newline="") as f:
         truth = next(r for r in csv.DictReader(f) if r["file"] == DEMO_PHOTO)
-    index = run_index(bundle, str(world / "satellite.tif"), tmp_path / "index")
+    index = build_index(IndexRequest(bundle, str(world / "satellite.tif"), tmp_path / "index"))
+    index = index.folder
     satellite = QgsProject.instance().addMapLayer(
         QgsRasterLayer(str(world / "satellite.tif"), "satellite")
     )

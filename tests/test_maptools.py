@@ -285,7 +285,7 @@ def test_dock_passes_the_search_region_to_the_locate_task(
         tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 110, 60))
         assert d.locate()
         (task,) = started
-        wkt, crs = task.args["region"]
+        wkt, crs = task.request.region
         assert crs == "EPSG:32633"
         assert QgsGeometry.fromWkt(wkt).area() == pytest.approx(
             100 * 50 * canvas.mapUnitsPerPixel() ** 2
@@ -293,7 +293,7 @@ def test_dock_passes_the_search_region_to_the_locate_task(
         d._done()
         d.use_region.setChecked(False)
         assert d.locate()
-        assert started[-1].args["region"] is None
+        assert started[-1].request.region is None
     finally:
         d._done()
         d.deleteLater()
@@ -399,11 +399,11 @@ def test_settings_round_trip_with_defaults(clean_settings):
     assert math.isclose(settings.chip_sizes()[0], 100.0)
 
 
-def test_run_locate_searches_only_the_region(tiny_bundle, tiny_index, tmp_path):
+def test_locate_searches_only_the_region(tiny_bundle, tiny_index, tmp_path):
     """The (WKT, CRS) the dock passes reaches the engine: every candidate lies in it."""
     from pyproj import Transformer
 
-    from geobridge_qgis.tasks import run_locate
+    from geobridge_qgis.core.service import LocateRequest, locate
 
     # The north-west 250 m x 250 m of the 600 m x 600 m raster, given in degrees.
     xmin, ymax = 500010.0, 5500990.0
@@ -416,12 +416,11 @@ def test_run_locate_searches_only_the_region(tiny_bundle, tiny_index, tmp_path):
         return xmin - 1 <= c.x <= xmin + 251 and ymax - 251 <= c.y <= ymax + 1
 
     text = "a church beside a roundabout"
-    everywhere = run_locate(tiny_bundle, tiny_index, tmp_path / "all.gpkg", text=text, top_k=10)
+    everywhere = locate(LocateRequest(tiny_bundle, tiny_index, text=text, top_k=10))
     assert not all(inside(c) for c in everywhere.queries[0].candidates)
-    outcome = run_locate(
-        tiny_bundle, tiny_index, tmp_path / "region.gpkg", text=text, top_k=10,
-        region=(wkt, "EPSG:4326"),
-    )  # fmt: skip
+    outcome = locate(
+        LocateRequest(tiny_bundle, tiny_index, text=text, top_k=10, region=(wkt, "EPSG:4326"))
+    )
     candidates = outcome.queries[0].candidates
     assert candidates and all(inside(c) for c in candidates)
 

@@ -19,7 +19,7 @@ def clean_settings():
             s.remove(k)
         else:
             s.setValue(k, v)
-    tasks.clear_encoders()
+    tasks.shutdown()
 
 
 def test_settings_choose_providers_and_batch(tiny_bundle, clean_settings):

@@ -14,7 +14,6 @@ import argparse
 import gc
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geobridge_qgis.core import locate as L  # noqa: E402
-from geobridge_qgis.core.bundle import Bundle  # noqa: E402
-from geobridge_qgis.core.encoders import Encoders  # noqa: E402
+from geobridge_qgis.core import service  # noqa: E402
 from geobridge_qgis.core.errors import UserError  # noqa: E402
-from geobridge_qgis.core.index import Index, build_index  # noqa: E402
+from geobridge_qgis.core.locate import QueryOptions  # noqa: E402
 from geobridge_qgis.core.photo import read_photo_with_meta  # noqa: E402
 from geobridge_qgis.core.priors import NO_PRIORS  # noqa: E402
-from geobridge_qgis.core.results import QueryRecord, write_results  # noqa: E402
 from model_export.evaluate import read_world  # noqa: E402
 from model_export.metrics import haversine_m  # noqa: E402
 
@@ -45,70 +41,55 @@ def progress(done: int, total: int, rate: float) -> None:
 
 def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    bundle = Bundle.load(bundle_dir)
-    encoders = Encoders(bundle)
     world = read_world(world_dir)
-    print(f"model {bundle.name} ({bundle.model_id}), encoders on {encoders.device}")
     index_dir = out / "index"
     try:
-        index = Index.open(index_dir, bundle)
+        session = service.LocateSession(bundle_dir, index_dir, log=lambda s: print(f"  {s}"))
     except UserError:
         shutil.rmtree(index_dir, ignore_errors=True)
         shutil.rmtree(index_dir.with_name("index.partial"), ignore_errors=True)
-        t0 = time.perf_counter()
-        build_index(encoders, world_dir / "satellite.tif", index_dir, progress=progress,
-                    on_estimate=lambda e: print(f"  plan: {e.line()}"))  # fmt: skip
-        print(f"  indexed in {time.perf_counter() - t0:.0f} s")
-        index = Index.open(index_dir, bundle)
+        request = service.IndexRequest(bundle_dir, str(world_dir / "satellite.tif"), index_dir)
+        built = service.build_index(request, progress, log=lambda s: print(f"  {s}"))
+        print(f"  indexed in {built.seconds:.0f} s")
+        session = service.LocateSession(bundle_dir, index_dir, log=lambda s: print(f"  {s}"))
+    print(f"model {session.bundle.name} ({session.bundle.model_id}), encoders on "
+          f"{session.encoders.device}")  # fmt: skip
 
-    items, rows = [], []
+    rows = []
     n = min(photos, len(world.files))
-    matcher, why = L.matcher_for(index)
-    if why:
-        print(f"  {why}")
-    retrieval = L.QueryOptions(heatmap=True, rerank=False, priors=NO_PRIORS)
+    retrieval = QueryOptions(heatmap=True, rerank=False, priors=NO_PRIORS)
     modes = {
         "rot-TTA": retrieval,
-        "as taken": L.QueryOptions(rotations=(0,), heatmap=True, rerank=False, priors=NO_PRIORS),
-        "full": L.QueryOptions(heatmap=True),  # the defaults: priors, re-ranking, refinement
+        "as taken": QueryOptions(rotations=(0,), heatmap=True, rerank=False, priors=NO_PRIORS),
+        "full": QueryOptions(heatmap=True),  # the defaults: priors, re-ranking, refinement
     }
 
-    def query(label, kind, path, text, img, meta, text_emb, options, lon, lat):
-        t0 = time.perf_counter()
-        res = L.locate_query(index, encoders, img, meta, text_emb, options, matcher)
-        qid = len(items) + 1
-        rec = QueryRecord(
-            query_id=qid, kind=kind, model_id=bundle.model_id, index_id=index.index_id,
-            file=str(path) if path else None, text=text, device=encoders.device,
-            seconds=time.perf_counter() - t0, parameters=options.as_dict(),
-            priors_used=res.priors_used, notes=res.notes,
-        )  # fmt: skip
-        items.append((rec, res, index.crs))
-        d = [float(haversine_m(c.lon, c.lat, lon, lat)) for c in res.candidates]
-        near = next((c.rank for c, e in zip(res.candidates, d, strict=True) if e <= NEAR_M), None)
-        how = res.candidates[0].method if res.candidates else "-"
-        rows.append((qid, label, d[0] if d else float("nan"), near, how))
-        return qid
+    def query(label, path, text, img, meta, text_emb, options, lon, lat):
+        q = session.query(options, path, img, meta, text, text_emb, sha256=False)
+        d = [float(haversine_m(c.lon, c.lat, lon, lat)) for c in q.candidates]
+        near = next((c.rank for c, e in zip(q.candidates, d, strict=True) if e <= NEAR_M), None)
+        how = q.candidates[0].method if q.candidates else "-"
+        rows.append((q.query_id, label, d[0] if d else float("nan"), near, how))
+        return q.query_id
 
     query_of_photo: dict[int, int] = {}
-    text_emb = encoders.encode_text([world.texts[0]]) if world.texts[0] else None
+    text_emb = session.embed_text(world.texts[0])
     for i in range(n):
         path = world.root / "drone" / world.files[i]
         img, meta = read_photo_with_meta(path)
         lon, lat = world.lon[i], world.lat[i]
         for mode, options in modes.items():
-            qid = query(f"{path.name} {mode}", "photo", path, None, img, meta, None, options,
-                        lon, lat)  # fmt: skip
+            qid = query(f"{path.name} {mode}", path, None, img, meta, None, options, lon, lat)
             if mode == "full":
                 query_of_photo[i] = qid
         if i == 0 and text_emb is not None:
-            query(f"{path.name} + description", "photo+text", path, world.texts[0], img, None,
+            query(f"{path.name} + description", path, world.texts[0], img, None,
                   text_emb, retrieval, lon, lat)  # fmt: skip
     if text_emb is not None:
-        query("description of " + world.files[0], "text", None, world.texts[0], None, None,
+        query("description of " + world.files[0], None, world.texts[0], None, None,
               text_emb, retrieval, world.lon[0], world.lat[0])  # fmt: skip
 
-    gpkg = write_results(out / "results.gpkg", items)
+    gpkg = session.write(out / "results.gpkg")
     head = f"{'#':>3}  {'query':<34} {'top-1 error':>12}  rank within {NEAR_M:.0f} m  top-1 by"
     print("\n" + head)
     for qid, label, err, near, how in rows:
@@ -124,7 +105,7 @@ def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int) -> int:
 
     # The matcher's GDAL dataset must be gone before QGIS shuts GDAL down (exitQgis), or its
     # late release crashes the interpreter on exit.
-    matcher = None  # the closure above shares this variable
+    session.close()
     gc.collect()
 
     png = render_map(world_dir, gpkg, out / "map.png", query_of_photo)

@@ -55,9 +55,11 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .. import settings as geobridge_settings
+from ..core import defaults
 from ..core.errors import UserError
+from ..core.service import LocateOutcome, LocateRequest
 from ..paths import DEMO_BUNDLE, IMAGE_FILTER
-from ..tasks import LocateOutcome, LocateTask, PhotoInfoTask
+from ..tasks import LocateTask, PhotoInfoTask
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 SETTINGS = "geobridge/dock/"
@@ -438,15 +440,13 @@ class GeoBridgeDock(QgsDockWidget):
         for box, key in self._option_boxes():
             settings.setValue(SETTINGS + key, box.isChecked())
         settings.setValue(SETTINGS + "gps_radius_m", self.gps_radius.value())
-        task = LocateTask(
+        request = LocateRequest(
             bundle,
             index,
-            self._results_path(),
             photos=[photo] if photo else [],
             text=text or None,
             top_k=self.top_k.value(),
-            rotate=self.rotate.isChecked(),
-            add_layers=True,
+            rotations=defaults.ROTATIONS if self.rotate.isChecked() else (0,),
             region=region,
             rerank=self.rerank.isChecked(),
             refine=self.rerank.isChecked(),
@@ -454,7 +454,9 @@ class GeoBridgeDock(QgsDockWidget):
             use_altitude=self.use_altitude.isChecked(),
             use_heading=self.use_heading.isChecked(),
             gps_radius_m=float(self.gps_radius.value()) or None,
+            out=self._results_path(),
         )
+        task = LocateTask(request, add_layers=True)
         task.progressChanged.connect(lambda v: self.progress.setValue(int(v)))
         task.succeeded.connect(self._located)
         task.failed.connect(self._failed)

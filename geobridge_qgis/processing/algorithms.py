@@ -151,12 +151,9 @@ class _GeoBridgeAlgorithm(QgsProcessingAlgorithm):
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
         from ..deps import require_for_processing
-        from ..tasks import pyproj_thread_guard
 
         require_for_processing()  # no dialog here: says what is missing and where to install
-        # QGIS runs this on a pooled worker thread: see pyproj_thread_guard.
-        with pyproj_thread_guard():
-            return self._process(parameters, context, feedback)
+        return self._process(parameters, context, feedback)
 
     def _process(
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
@@ -311,10 +308,11 @@ class BuildIndexAlgorithm(_GeoBridgeAlgorithm):
     def _process(
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
+        from ..core import service
         from ..core.errors import UserError
         from ..core.index import Cancelled
         from ..core.tiling import Region
-        from ..tasks import run_index
+        from ..tasks import engine_call, with_settings
 
         out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -352,7 +350,7 @@ class BuildIndexAlgorithm(_GeoBridgeAlgorithm):
             feedback.pushInfo(f"region: {region.label}")
 
         try:
-            run_index(
+            request = service.IndexRequest(
                 bundle_dir,
                 raster,
                 out,
@@ -360,9 +358,13 @@ class BuildIndexAlgorithm(_GeoBridgeAlgorithm):
                 chip_sizes=chip_sizes,
                 overlap=overlap,
                 max_chips=max_chips,
-                progress=feedback.setProgress,
-                cancelled=feedback.isCanceled,
-                log=feedback.pushInfo,
+            )
+            engine_call(
+                service.build_index,
+                with_settings(request),
+                lambda done, total, _rate: feedback.setProgress(100.0 * done / max(total, 1)),
+                feedback.isCanceled,
+                feedback.pushInfo,
             )
         except Cancelled as e:
             raise QgsProcessingException(
@@ -489,29 +491,36 @@ class _LocateAlgorithm(_GeoBridgeAlgorithm):
         text_weight: float = 0.5,
         **options: Any,
     ) -> dict[str, Any]:
+        from ..core import defaults, service
         from ..core.errors import UserError
         from ..core.index import Cancelled
-        from ..tasks import run_locate
+        from ..tasks import engine_call, with_settings
 
         out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         if out.suffix.lower() != ".gpkg":
             out = out.with_suffix(".gpkg")
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            outcome = run_locate(
+            request = service.LocateRequest(
                 self.parameterAsFile(parameters, self.BUNDLE, context),
                 self.parameterAsFile(parameters, self.INDEX, context),
-                out,
                 photos=photos,
                 text=text,
                 top_k=self.parameterAsInt(parameters, self.TOP_K, context),
-                rotate=rotate,
+                rotations=defaults.ROTATIONS if rotate else (0,),
                 text_weight=text_weight,
+                out=out,
                 **options,
-                progress=feedback.setProgress,
-                cancelled=feedback.isCanceled,
-                log=feedback.pushInfo,
             )
+            outcome = engine_call(
+                service.locate,
+                with_settings(request),
+                lambda done, total, _rate: feedback.setProgress(100.0 * done / max(total, 1)),
+                feedback.isCanceled,
+                feedback.pushInfo,
+            )
+            for q in outcome.queries:
+                feedback.pushInfo(service.summary_line(q))
         except Cancelled as e:
             raise QgsProcessingException(str(e)) from None
         except UserError as e:
@@ -646,7 +655,7 @@ class LocatePhotosAlgorithm(_LocateAlgorithm):
     def _process(
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        from ..tasks import parse_photo_list
+        from ..core.service import parse_photo_list
 
         photos = []
         first = self.parameterAsFile(parameters, self.PHOTO, context)
