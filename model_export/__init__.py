@@ -4,4 +4,4 @@ make a synthetic world, train a small GeoBridge on it and evaluate it).
 Needs PyTorch and transformers; the plugin's engine (`geobridge_qgis.core`) never imports this.
 """
 
-__version__ = "0.1.0"
+from geobridge_qgis import __version__  # noqa: F401  (one version for all)

@@ -114,9 +114,10 @@ def config_to_dict(config: CLIPConfig) -> dict:
 
 def config_from_dict(data: dict) -> CLIPConfig:
     vision, text = dict(data["vision_config"]), dict(data["text_config"])
+    # CLIPModel projects with the top-level projection_dim (512 when absent) and ignores the
+    # sub-configs' value, which transformers writes as its own default 512 whatever the model.
     proj = data.get("projection_dim", 512)
-    vision.setdefault("projection_dim", proj)
-    text.setdefault("projection_dim", proj)
+    vision["projection_dim"] = text["projection_dim"] = proj
     return _clip_config(vision_config=vision, text_config=text, projection_dim=proj)
 
 

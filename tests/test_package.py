@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import configparser
 import zipfile
+from pathlib import Path
 
 from tools.package import MAX_BYTES, build, version
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_plugin_zip(tmp_path):
@@ -24,3 +27,19 @@ def test_plugin_zip(tmp_path):
     assert meta["general"]["icon"] == "resources/icons/geobridge.svg"
     forbidden = (".onnx", ".so", ".pyc", ".pyd", ".dll", ".tif", ".jpg", ".faiss")
     assert not [n for n in names if n.endswith(forbidden) or "/demo/" in n]
+
+
+def test_one_version_everywhere():
+    """metadata.txt is the one version: the package, the exporter (so bundles record it) and
+    pyproject.toml agree with it."""
+    import tomllib
+
+    import geobridge_qgis
+    import model_export
+
+    meta = configparser.ConfigParser()
+    meta.read(ROOT / "metadata.txt")
+    expected = meta["general"]["version"]
+    assert geobridge_qgis.__version__ == expected == model_export.__version__
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        assert tomllib.load(f)["project"]["version"] == expected
