@@ -69,6 +69,7 @@ def cmd_index(args) -> int:
         max_chips=args.max_chips,
         providers=args.providers,
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
@@ -106,6 +107,7 @@ def locate_request(args) -> Any:
         out=args.out,
         heatmap_tif=args.heatmap,
         providers=args.providers,
+        precision=args.precision,
     )
 
 
@@ -145,15 +147,17 @@ def cmd_info(args) -> int:
     from geobridge_qgis.core.encoders import Encoders
 
     bundle = Bundle.load(args.bundle)
-    encoders = Encoders(bundle, defaults.provider_names(args.providers))
+    encoders = Encoders(bundle, defaults.provider_names(args.providers), precision=args.precision)
     info = {
         "name": bundle.name,
         "model_id": bundle.model_id,
         "embed_dim": bundle.embed_dim,
-        "precision": bundle.precision,
+        "precisions": bundle.precisions,
+        "precision": encoders.precision,  # what runs here (measured once on a CPU)
         "towers": list(bundle.towers),
         "providers": encoders.providers,
         "device": encoders.device,
+        "threads": encoders.threads,
     }
     print(json.dumps(info, indent=1))
     return 0
@@ -168,6 +172,13 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--providers",
             help=f"e.g. cuda,cpu (default: {','.join(defaults.PROVIDERS)} as available)",
+        )
+        p.add_argument(
+            "--precision",
+            default=defaults.PRECISION,
+            choices=("auto", "fp32", "fp16", "int8"),
+            help="encoder precision (auto: fp16 on a GPU, int8 on a CPU where faster; locate: "
+            "the precision that built the index)",
         )
 
     def region(p):

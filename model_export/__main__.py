@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
 from geobridge_qgis.core.errors import UserError, run_command
 
 
@@ -137,7 +138,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to create")
     _add_config_args(p)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument(
+        "--precision",
+        default=",".join(EXPORT_PRECISIONS),
+        help="precisions to write, comma separated; the first is the reference and the others "
+        f"are verified against it (default {','.join(EXPORT_PRECISIONS)}: fp16 runs on GPUs, "
+        "int8 on CPUs)",
+    )
     p.add_argument("--towers", default="drone,satellite,street,text")
     p.add_argument("--name", default="GeoBridge", help="model name shown to users")
     p.add_argument(

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx
@@ -28,6 +28,7 @@ import torch
 import transformers
 
 from geobridge_qgis.core import bundle as B
+from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
 from geobridge_qgis.core.errors import UserError
 from geobridge_qgis.core.text import CONTEXT_LENGTH, EOT_ID, PAD_ID, SOT_ID
 
@@ -191,24 +192,42 @@ def build_manifest(
     }
 
 
+def parse_precisions(value: str | Sequence[str]) -> tuple[str, ...]:
+    """ "fp32,fp16,int8" -> ("fp32", "fp16", "int8"); the first is the reference, stored as
+    each tower's `file`; the others are variants beside it."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    chosen = tuple(dict.fromkeys(p.strip() for p in items if p.strip()))
+    bad = [p for p in chosen if p not in PRECISIONS]
+    if bad or not chosen:
+        raise UserError(
+            f"--precision: {', '.join(bad) or '(none)'}; use some of {','.join(PRECISIONS)}"
+        )
+    # fp32 is the reference whenever it is exported: the others are verified against it.
+    return tuple(sorted(chosen, key=PRECISIONS.index))
+
+
 def export_bundle(
     checkpoint: Path,
     out: Path,
     config,
     config_source: str,
-    precision: str = "fp32",
+    precision: str | Sequence[str] = EXPORT_PRECISIONS,
     towers: tuple[str, ...] = M.TOWERS,
     name: str = "GeoBridge",
     license: str = "unstated",
     trust_pickle: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Write a bundle for `checkpoint` to `out` (which must not exist). Returns the manifest."""
+    """Write a bundle for `checkpoint` to `out` (which must not exist), every tower in each
+    precision asked for, each verified against PyTorch before the bundle is published.
+    Returns the manifest."""
+    from .verify import compare
+
     out = Path(out)
     if out.exists():
         raise UserError(f"{out}: already exists; choose a new output folder")
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision: {precision!r}; use one of {', '.join(PRECISIONS)}")
+    precisions = parse_precisions(precision)
+    precision = precisions[0]
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise UserError(f"{out.parent}: not a writable folder")
     checkpoint = Path(checkpoint)
@@ -224,16 +243,29 @@ def export_bundle(
         if "text" in towers:
             build_clip_tokenizer().save(str(tmp / B.TOKENIZER))
             manifest["tokenizer"]["sha256"] = B.sha256_file(tmp / B.TOKENIZER)
+        tokenizer = tmp / B.TOKENIZER if "text" in towers else None
         for tower in towers:
-            path = tmp / f"{tower}.onnx"
-            fp32 = tmp / f"{tower}.fp32.onnx" if precision != "fp32" else path
+            fp32 = tmp / f"{tower}.export-fp32.onnx"
             export_tower(model, tower, fp32)
-            if precision != "fp32":
-                convert_precision(fp32, path, precision)
-                fp32.unlink()
-            set_metadata(path, manifest, tower)
-            manifest["towers"][tower]["sha256"] = B.sha256_file(path)
-            log(f"  {tower}: {path.stat().st_size / 1e6:.1f} MB {precision}")
+            entry = manifest["towers"][tower]
+            for p in precisions:
+                path = tmp / (f"{tower}.onnx" if p == precision else f"{tower}.{p}.onnx")
+                convert_precision(fp32, path, p)
+                report = compare(model, tower, path, p, tokenizer, n=16)
+                if not report.passed:
+                    raise UserError(f"{checkpoint}: the {p} export fails verification: "
+                                    f"{report.line()}")  # fmt: skip
+                set_metadata(path, manifest, tower)
+                record = {"file": path.name, "sha256": B.sha256_file(path),
+                          "min_cos": round(report.min_cos, 6),
+                          "top1_agreement": report.top1_agreement}  # fmt: skip
+                if p == precision:
+                    entry.update(sha256=record["sha256"])
+                else:
+                    entry.setdefault("variants", {})[p] = record
+                log(f"  {tower}: {path.stat().st_size / 1e6:.1f} MB {p}, "
+                    f"min cos {report.min_cos:.5f}")  # fmt: skip
+            fp32.unlink()
         (tmp / B.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.rename(out)
     except BaseException:

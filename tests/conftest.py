@@ -66,6 +66,7 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
         out,
         M.preset_config("tiny"),
         "preset:tiny",
+        precision="fp32",  # one precision keeps the shared fixture fast; test_precision has all
         name="tiny",
         log=lambda _: None,
     )

@@ -173,4 +173,7 @@ def test_cli_export_then_verify(tiny_checkpoint, tmp_path):
     assert manifest["license"] == "CC-BY-4.0"
     v = run_cli("model_export", "verify", "--checkpoint", tiny_checkpoint, "--bundle", out)
     assert v.returncode == 0, v.stdout + v.stderr
-    assert v.stdout.count(" ok") == 2 and "drone" in v.stdout
+    # Two towers in each of the three default precisions, every one verified.
+    assert v.stdout.count(" ok") == 6 and "FAIL" not in v.stdout
+    assert all(f"{t} {p}" in " ".join(v.stdout.split())
+               for t in ("drone", "satellite") for p in ("fp32", "fp16", "int8"))  # fmt: skip

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .errors import UserError
 FORMAT = "geobridge-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+_PRECISION_ORDER = ["fp32", "fp16", "int8"]
 TOKENIZER = "tokenizer.json"
 METADATA_KEY = "geobridge.manifest"
 # The official test code: bicubic resize straight to the square input, ImageNet statistics
@@ -85,8 +86,12 @@ def _cache_dir() -> Path:
 class Tower:
     name: str
     kind: str  # "image" or "text"
-    path: Path
+    path: Path  # the reference precision's file
     input: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)  # precision -> file, reference first
+
+    def path_for(self, precision: str) -> Path:
+        return self.files.get(precision, self.path)
 
 
 @dataclass(frozen=True)
@@ -114,14 +119,37 @@ class Bundle:
 
     @property
     def precision(self) -> str:
+        """The reference precision (the `file` of every tower; fp32 when exported with it)."""
         return self.manifest["precision"]
 
     @property
+    def precisions(self) -> list[str]:
+        """Every precision each tower is stored in, the reference first. A bundle may carry
+        fp16 (for GPUs) and int8 (for CPUs) beside fp32 as optional `variants` of each tower,
+        so readers that know only `file` still read the reference."""
+        towers = list(self.manifest["towers"].values())
+        common = (
+            set.intersection(*(set(t.get("variants", {})) for t in towers)) if towers else set()
+        )
+        return [self.precision, *sorted(common - {self.precision}, key=_PRECISION_ORDER.index)]
+
+    def variant_agreement(self, precision: str) -> float | None:
+        """The lowest cosine to PyTorch that the exporter measured for `precision` over all
+        towers (None when not recorded)."""
+        if precision == self.precision:
+            return 1.0
+        values = [t.get("variants", {}).get(precision, {}).get("min_cos")
+                  for t in self.manifest["towers"].values()]  # fmt: skip
+        return None if any(v is None for v in values) else float(min(values))
+
+    @property
     def towers(self) -> dict[str, Tower]:
-        return {
-            name: Tower(name, t["kind"], self.root / t["file"], t["input"])
-            for name, t in self.manifest["towers"].items()
-        }
+        out = {}
+        for name, t in self.manifest["towers"].items():
+            files = {self.precision: self.root / t["file"]}
+            files.update({p: self.root / v["file"] for p, v in t.get("variants", {}).items()})
+            out[name] = Tower(name, t["kind"], self.root / t["file"], t["input"], files)
+        return out
 
     @property
     def tokenizer_path(self) -> Path:
@@ -149,6 +177,8 @@ class Bundle:
         bundle = cls(root, manifest)
         if check_files:
             files = [(t["file"], t["sha256"]) for t in manifest["towers"].values()]
+            files += [(v["file"], v["sha256"]) for t in manifest["towers"].values()
+                      for v in t.get("variants", {}).values()]  # fmt: skip
             if "text" in manifest["towers"]:
                 files.append((manifest["tokenizer"]["file"], manifest["tokenizer"]["sha256"]))
             for name, expected in files:

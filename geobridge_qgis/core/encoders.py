@@ -36,6 +36,15 @@ def available_providers(wanted: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:  # psutil is a dev tool, not a plugin dependency
+        return os.cpu_count() or 1
+
+
 def normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -49,13 +58,27 @@ class Encoders:
         providers: Sequence[str] | None = None,
         batch_size: int = 32,
         threads: int | None = None,
+        precision: str = "auto",
     ):
         self.bundle = bundle
         self.providers = available_providers(providers)
         self.batch_size = batch_size
-        self.threads = threads
+        self.threads = threads or physical_cores()
+        self.requested_precision = precision or "auto"
+        self._precision: str | None = None
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._tokenizer: TextTokenizer | None = None
+
+    @property
+    def precision(self) -> str:
+        """The precision the towers run in (core.precision chooses it on first use)."""
+        if self._precision is None:
+            from .precision import choose
+
+            self._precision = choose(
+                self.bundle, self.providers, self.requested_precision, self.threads
+            )
+        return self._precision
 
     @property
     def active_provider(self) -> str:
@@ -77,11 +100,16 @@ class Encoders:
                     f"(it has {', '.join(towers)})"
                 )
             options = ort.SessionOptions()
-            if self.threads:
-                options.intra_op_num_threads = self.threads
+            # One intra-op thread per physical core: hyper-threads share the vector units a
+            # transformer saturates, and more threads than cores only add contention.
+            options.intra_op_num_threads = self.threads
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.enable_cpu_mem_arena = True
             options.log_severity_level = 3  # provider fallbacks are reported through `device`
             self._sessions[tower] = ort.InferenceSession(
-                str(towers[tower].path), options, providers=self._provider_options()
+                str(towers[tower].path_for(self.precision)),
+                options,
+                providers=self._provider_options(),
             )
         return self._sessions[tower]
 
@@ -95,7 +123,7 @@ class Encoders:
                     "trt",
                 )
                 out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                                "trt_fp16_enable": self.bundle.precision == "fp16"}))  # fmt: skip
+                                "trt_fp16_enable": self.precision == "fp16"}))  # fmt: skip
             else:
                 out.append(p)
         return out

@@ -123,7 +123,7 @@ def build_index(
         raise UserError(f"{bundle.root}: no {tower} image tower to index with")
     build = {
         "model_id": bundle.model_id,
-        "precision": bundle.precision,
+        "precision": encoders.precision,
         "tower": tower,
         "raster": tiling.raster_identity(raster, ds),
         "grid": grid.signature(),
@@ -243,7 +243,7 @@ def _publish(work, out, grid, bundle, build, raster, region, tower) -> Path:
         "index_id": hashlib.sha256(identity).hexdigest()[:16],
         "model_id": bundle.model_id,
         "model_name": bundle.name,
-        "precision": bundle.precision,
+        "precision": build["precision"],
         "tower": tower,
         "embed_dim": bundle.embed_dim,
         "factory": factory,
@@ -340,10 +340,10 @@ class Index:
                     f"{root}: built by model {manifest['model_name']} ({manifest['model_id']}), "
                     f"not by {bundle.name} ({bundle.model_id}); rebuild it with this bundle"
                 )
-            if manifest["precision"] != bundle.precision:
+            if manifest["precision"] not in bundle.precisions:
                 raise UserError(
-                    f"{root}: built with a {manifest['precision']} bundle, this one is "
-                    f"{bundle.precision}; use the same precision"
+                    f"{root}: built with {manifest['precision']} encoders, this bundle has "
+                    f"{', '.join(bundle.precisions)}; rebuild it or use the bundle that built it"
                 )
         try:
             index = faiss.read_index(str(root / "vectors.faiss"))

@@ -45,7 +45,10 @@ _ENCODERS_LOCK = threading.Lock()
 
 
 def encoders_for(
-    bundle: Any, providers: Sequence[str] | str | None = None, batch_size: int = defaults.BATCH_SIZE
+    bundle: Any,
+    providers: Sequence[str] | str | None = None,
+    batch_size: int = defaults.BATCH_SIZE,
+    precision: str = defaults.PRECISION,
 ) -> Any:
     """One `Encoders` per bundle, provider list and batch size for the whole process.
 
@@ -56,10 +59,11 @@ def encoders_for(
     from .encoders import Encoders
 
     names = defaults.provider_names(providers)
-    key = (str(Path(bundle.root).resolve()), bundle.model_id, tuple(names or ()), batch_size)
+    key = (str(Path(bundle.root).resolve()), bundle.model_id, tuple(names or ()), batch_size,
+           precision)  # fmt: skip
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = Encoders(bundle, names, batch_size=batch_size)
+            _ENCODERS[key] = Encoders(bundle, names, batch_size=batch_size, precision=precision)
         return _ENCODERS[key]
 
 
@@ -108,6 +112,7 @@ class IndexRequest:
     max_chips: int = defaults.MAX_CHIPS
     providers: Sequence[str] | str | None = None
     batch_size: int = defaults.BATCH_SIZE
+    precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
 
 
 @dataclass
@@ -146,7 +151,7 @@ def build_index(
     if not out.parent.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)
     bundle = Bundle.load(request.bundle)
-    encoders = encoders_for(bundle, request.providers, request.batch_size)
+    encoders = encoders_for(bundle, request.providers, request.batch_size, request.precision)
     region = request.region
     if isinstance(region, str):
         from pyproj import CRS
@@ -204,6 +209,7 @@ class LocateRequest:
     heatmap_tif: Path | str | None = None  # the first query's heat map as a GeoTIFF
     providers: Sequence[str] | str | None = None
     batch_size: int = defaults.BATCH_SIZE
+    precision: str = defaults.PRECISION  # auto: the precision that built the index
 
     def query_options(self, region: Any = None) -> Any:
         from .locate import QueryOptions
@@ -269,6 +275,7 @@ class LocateSession:
         providers: Sequence[str] | str | None = None,
         batch_size: int = defaults.BATCH_SIZE,
         log: Log | None = None,
+        precision: str = defaults.PRECISION,
     ):
         from .bundle import Bundle
         from .index import Index
@@ -276,7 +283,11 @@ class LocateSession:
         self.log = log or _quiet
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.index = index if isinstance(index, Index) else Index.open(index, self.bundle)
-        self.encoders = encoders_for(self.bundle, providers, batch_size)
+        if precision == defaults.PRECISION:
+            # Queries in the precision that embedded the gallery: the cosines then compare
+            # like with like, whatever this device would pick for itself.
+            precision = self.index.manifest.get("precision", defaults.PRECISION)
+        self.encoders = encoders_for(self.bundle, providers, batch_size, precision)
         self._matcher: Any = None
         self._matcher_tried = False
         self.items: list[tuple] = []  # (QueryRecord, LocateResult, CRS) for write_results
@@ -412,13 +423,15 @@ def locate(
             check_writable(Path(path))
     t_start = time.perf_counter()
     session = LocateSession(
-        request.bundle, request.index, request.providers, request.batch_size, log
-    )
+        request.bundle, request.index, request.providers, request.batch_size, log,
+        request.precision,
+    )  # fmt: skip
     region = resolve_region(request.region, session.index.crs)
     loaded = [(p, *read_photo_with_meta(p)) for p in photos]
     log(
         f"model {session.bundle.name}, index {session.index.index_id} "
-        f"({session.index.faiss_index.ntotal:,} chips), encoders on {session.encoders.device}"
+        f"({session.index.faiss_index.ntotal:,} chips), encoders on {session.encoders.device} "
+        f"({session.encoders.precision})"
     )
     options = request.query_options(region)
     text_emb = session.embed_text(text)
