@@ -5,7 +5,7 @@
 set -euo pipefail
 GPU="${GPU:-0}"
 VENV="${VENV:-.venv}"
-DEBS="qgis python3-qgis python3-gdal python3-venv"
+DEBS="qgis python3-qgis python3-gdal python3-venv libimage-exiftool-perl"
 
 missing=""
 for p in $DEBS; do
