@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint format demo demo-model bench bench-export bench-engine package qgis clean
+.PHONY: setup test test-host lint format demo demo-model bench bench-export bench-engine package qgis clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ format: setup
 
 test: lint
 	$(PY) -m pytest
+
+# The engine's tests under Debian's /usr/bin/python3 (QGIS 3.22's Python, numpy 1.24) with the
+# packages the plugin's installer puts in QGIS, no venv (tools/test_host.sh). The first run
+# downloads them (about 115 MB); later runs reuse out/host-deps/.
+test-host: setup
+	tools/test_host.sh
 
 # The main job on the bundled demo model and world: out/demo/results.gpkg and map.png.
 demo: setup

@@ -11,7 +11,9 @@ onnxruntime, FAISS, tokenizers or ftfy. On first use (never at plugin load) the 
    (`constraints_text()`) that pins QGIS's numpy and every package QGIS already has, at the
    versions it has, so pip never upgrades them. pip's ``--target`` ignores what is installed
    elsewhere, so dependencies such as numpy may also land in the private folder, at the host's
-   versions; being later on ``sys.path`` they are never the ones imported.
+   versions; being later on ``sys.path`` they are never the ones imported. pip runs with the
+   interpreter of QGIS's own Python, proved by `find_python()` (same major.minor and prefix),
+   never the first ``python3`` on PATH: another Python's wheels would not import in QGIS.
 
 Processing algorithms never open a dialog: `require_for_processing()` raises a
 QgsProcessingException naming what is missing.
@@ -24,12 +26,19 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from .core.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 # import name -> pip name; the first five never come with QGIS, the last two usually do.
 REQUIREMENTS: dict[str, str] = {
@@ -205,41 +214,129 @@ def constraints_text(host: Mapping[str, str], requirements: Sequence[str] = ()) 
     return "\n".join(lines) + "\n"
 
 
-def python_executable() -> str:
-    """The Python interpreter that runs QGIS's Python, to run pip with.
+# Run by each candidate interpreter: its major.minor and where it lives (Python 2 safe, so
+# that an old `python` on PATH answers instead of failing to parse).
+_PROBE = (
+    "import sys; v = sys.version_info; "
+    "sys.stdout.write('geobridge-probe\\t%d.%d\\t%s\\t%s\\n' % "
+    "(v[0], v[1], sys.prefix, getattr(sys, 'base_prefix', sys.prefix)))"
+)
+_PYTHON_NAME = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$", re.I)
 
-    Inside QGIS ``sys.executable`` is often the QGIS binary itself (qgis, qgis-bin.exe,
-    QGIS.app/Contents/MacOS/QGIS), not a Python. In order: ``sys.executable`` when it is a
-    python; ``sys._base_executable`` when it is; a python next to ``sys.executable`` or under
-    ``sys.prefix`` (OSGeo4W: ``<prefix>/python.exe``; macOS bundle: ``<prefix>/bin/python3``);
-    ``pythonX.Y`` then ``python3`` on PATH. Falls back to ``sys.executable``.
-    """
+
+class PythonNotFound(UserError):
+    """No interpreter proved to be the Python that runs QGIS. `command`: the pip command to
+    run by hand, with a placeholder for the interpreter (empty when not known)."""
+
+    def __init__(self, message: str, command: Sequence[str] = ()):
+        super().__init__(message)
+        self.command = list(command)
+
+
+def _looks_like_python(path: str | os.PathLike | None) -> bool:
+    # Inside QGIS sys.executable is the qgis binary: running it with -c would start QGIS.
+    return bool(path) and bool(_PYTHON_NAME.match(Path(path).name)) and Path(path).is_file()
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def python_candidates(prefixes: Sequence[str] | None = None, path: str | None = None) -> list[str]:
+    """Interpreters that may be the one running QGIS, most likely first, existing files only.
+
+    ``sys.executable`` and ``sys._base_executable`` when they are pythons; then under each of
+    `prefixes` (default ``sys.base_prefix``, ``sys.exec_prefix``, ``sys.prefix``): Linux
+    ``bin/pythonX.Y`` and ``bin/python3``; OSGeo4W and the QGIS Windows installer
+    ``<prefix>/python.exe`` and ``<root>/apps/PythonXY/python.exe``; the macOS bundle
+    ``QGIS.app/Contents/MacOS/bin/python3``; then ``pythonX.Y``, ``python3`` and ``python`` in
+    every folder of `path` (default ``$PATH``), in order. None of them is trusted:
+    `find_python` runs each to prove it."""
     major, minor = sys.version_info[:2]
+    out: list[str] = []
 
-    def is_python(path: str | None) -> bool:
-        return bool(path) and Path(path).name.lower().startswith("python") and Path(path).is_file()
+    def add(candidate: str | os.PathLike | None) -> None:
+        if _looks_like_python(candidate):
+            text = os.path.abspath(str(candidate))
+            if text not in out:
+                out.append(text)
 
-    if is_python(sys.executable):
-        return sys.executable
-    base = getattr(sys, "_base_executable", None)
-    if is_python(base):
-        return str(base)
-    names = [f"python{major}.{minor}", "python3", "python", "python.exe", "python3.exe"]
-    folders = []
-    if sys.executable:
-        folders.append(Path(sys.executable).parent)
-    for prefix in (sys.prefix, sys.base_prefix, getattr(sys, "exec_prefix", None)):
-        if prefix:
-            folders += [Path(prefix), Path(prefix) / "bin"]
-    for folder in folders:
+    add(sys.executable)
+    add(getattr(sys, "_base_executable", None))
+    if prefixes is None:
+        prefixes = [sys.base_prefix, sys.exec_prefix, sys.prefix]
+    for prefix in filter(None, prefixes):
+        root = Path(prefix)
+        for name in (f"python{major}.{minor}", "python3"):
+            add(root / "bin" / name)
+        add(root / "python.exe")
+        for folder in (root, *list(root.parents)[:2]):  # <root>/apps/PythonXY is the prefix
+            add(folder / "apps" / f"Python{major}{minor}" / "python.exe")
+        contents = next((p for p in (root, *root.parents) if p.name == "Contents"), None)
+        if contents is not None:
+            for name in ("python3", f"python{major}.{minor}"):
+                add(contents / "MacOS" / "bin" / name)
+    names = [f"python{major}.{minor}", "python3", "python"]
+    if os.name == "nt":
+        names = [n + ".exe" for n in names]
+    search = os.environ.get("PATH", "") if path is None else path
+    for folder in filter(None, search.split(os.pathsep)):
         for name in names:
-            if (folder / name).is_file():
-                return str(folder / name)
-    for name in (f"python{major}.{minor}", "python3"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return sys.executable
+            add(Path(folder) / name)
+    return out
+
+
+def _probe(python: str, timeout: float = 30.0) -> tuple[str, str, str] | str:
+    """(major.minor, prefix, base prefix) that `python` reports, or why it gave none."""
+    try:
+        proc = subprocess.run(
+            [python, "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"does not run: {e}"
+    for line in proc.stdout.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[0] == "geobridge-probe":
+            return fields[1], fields[2], fields[3]
+    return f"no answer, exit code {proc.returncode}"
+
+
+def find_python(candidates: Sequence[str] | None = None) -> str:
+    """The interpreter of the Python that runs QGIS, proved: each of `candidates` (default
+    `python_candidates()`) is run once, and the first that reports this Python's major.minor
+    and base prefix is the answer. Another Python first on PATH (pyenv, conda) is skipped:
+    its wheels would not import in QGIS. Raises `PythonNotFound` (never guesses)."""
+    want = "{}.{}".format(*sys.version_info[:2])
+    tried = []
+    for python in python_candidates() if candidates is None else candidates:
+        answer = _probe(python)
+        if isinstance(answer, str):
+            tried.append(f"{python} ({answer})")
+        elif answer[0] != want:
+            tried.append(f"{python} (Python {answer[0]})")
+        elif not _same_folder(answer[2], sys.base_prefix):
+            tried.append(f"{python} (another Python {answer[0]}, prefix {answer[2]})")
+        else:
+            logger.info("QGIS's Python is %s", python)
+            return python
+    raise PythonNotFound(
+        f"cannot find the interpreter of the Python that runs QGIS (Python {want}, prefix "
+        f"{sys.base_prefix}); tried: " + ("; ".join(tried) or "nothing found") + "."
+    )
+
+
+def python_executable() -> str:
+    """The interpreter to run pip with: `find_python()` (inside QGIS ``sys.executable`` is
+    usually the QGIS binary itself, not a Python)."""
+    return find_python()
+
+
+def _manual_python() -> str:
+    return "python" if os.name == "nt" else "python{}.{}".format(*sys.version_info[:2])
 
 
 def pip_command(
@@ -250,9 +347,10 @@ def pip_command(
 ) -> list[str]:
     """The pip command line: binary wheels only, into `folder`, constrained by
     `constraints_file`, never upgrading anything not needed. `python`: the interpreter
-    (default `python_executable()`, which is not always ``sys.executable`` inside QGIS)."""
-    return [
-        python or python_executable(),
+    (default `find_python()`, which is not ``sys.executable`` inside QGIS). Without one proved
+    to be QGIS's, raises `PythonNotFound` whose message ends with the command to run by hand
+    (also in its `command`)."""
+    args = [
         "-m",
         "pip",
         "install",
@@ -267,6 +365,18 @@ def pip_command(
         str(constraints_file),
         *requirements,
     ]
+    if python is None:
+        try:
+            python = find_python()
+        except PythonNotFound as e:
+            manual = [_manual_python(), *args]
+            shown = subprocess.list2cmdline(manual) if os.name == "nt" else shlex.join(manual)
+            raise PythonNotFound(
+                f"{e} Install the packages by hand in a terminal, with {manual[0]} standing "
+                f"for QGIS's own Python {sys.version_info[0]}.{sys.version_info[1]}: {shown}",
+                manual,
+            ) from None
+    return [python, *args]
 
 
 def gpu_wanted() -> bool:

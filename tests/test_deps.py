@@ -6,10 +6,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -99,15 +101,156 @@ def test_pip_command(tmp_path):
     assert os.path.basename(deps.pip_command("d", [], "c")[0]).startswith("python")
 
 
-def test_python_executable_when_sys_executable_is_qgis(tmp_path, monkeypatch):
-    qgis_bin = tmp_path / "bin" / "qgis"
-    qgis_bin.parent.mkdir()
-    qgis_bin.write_text("")
-    python = tmp_path / "bin" / "python3"
-    python.write_text("")
-    monkeypatch.setattr(sys, "executable", str(qgis_bin))
-    monkeypatch.setattr(sys, "_base_executable", str(qgis_bin), raising=False)
-    assert deps.python_executable() == str(python)
+# ---------------------------------------------------------------- QGIS's own interpreter
+
+XY = "{}.{}".format(*sys.version_info[:2])
+REAL_PYTHON = sys.executable  # before any test puts the qgis binary there
+
+FAKE_PYTHON = """#!/bin/sh
+echo "$0" >> "{log}"
+exec "{real}" -c "import sys; sys.version_info = ({major}, {minor}, 0, 'final', 0); \\
+sys.prefix = sys.base_prefix = '{prefix}'; exec(sys.argv[-1])" "$@"
+"""
+
+
+def fake_python(path, version: str, prefix, log):
+    """A shell script standing in for another Python: it runs what it is given with the real
+    interpreter but reports `version` and `prefix` as its own."""
+    major, minor = version.split(".")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(FAKE_PYTHON.format(log=log, real=REAL_PYTHON, major=major, minor=minor,
+                                       prefix=prefix))  # fmt: skip
+    path.chmod(0o755)
+    return path
+
+
+def fake_qgis(tmp_path, monkeypatch):
+    """``sys.executable`` as inside QGIS: the qgis binary, which must never be run."""
+    qgis = tmp_path / "qgis-bin" / "qgis"
+    qgis.parent.mkdir()
+    ran = tmp_path / "qgis-ran"
+    qgis.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    qgis.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(qgis))
+    monkeypatch.setattr(sys, "_base_executable", str(qgis), raising=False)
+    return ran
+
+
+def reported(python: str) -> tuple[str, str]:
+    """(major.minor, base prefix) that an interpreter says of itself."""
+    code = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.base_prefix)"
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    version, base = out.stdout.splitlines()
+    return version, base
+
+
+def test_another_python_first_on_path_is_skipped(tmp_path, monkeypatch):
+    ran_qgis = fake_qgis(tmp_path, monkeypatch)
+    log = tmp_path / "probes.log"
+    # Another version, at the same prefix (as Debian's python3.9 beside python3.11 would be).
+    fake = fake_python(tmp_path / "shims" / "python3", "3.9", sys.base_prefix, log)
+    real_bin = Path(sys.base_prefix) / "bin"
+    monkeypatch.setenv("PATH", os.pathsep.join([str(fake.parent), str(fake.parent), str(real_bin)]))
+
+    found = deps.find_python()
+    assert Path(found).parent != fake.parent
+    assert reported(found) == (XY, sys.base_prefix)
+    assert deps.pip_command("d", ["ftfy==6.3.1"], "c.txt")[0] == found
+    assert not ran_qgis.exists()  # the qgis binary is no candidate
+
+    # PATH alone: the 3.9 shim comes first, is run once (listed twice) and skipped.
+    candidates = deps.python_candidates(prefixes=[])
+    assert candidates[0] == str(fake)
+    assert candidates.count(str(fake)) == 1
+    found = deps.find_python(candidates)
+    assert log.read_text().splitlines() == [str(fake)]
+    assert Path(found).parent == real_bin and reported(found) == (XY, sys.base_prefix)
+
+
+def test_right_version_with_another_prefix_is_rejected(tmp_path):
+    log = tmp_path / "probes.log"
+    conda = tmp_path / "conda"
+    fake = fake_python(conda / "bin" / f"python{XY}", XY, conda, log)
+    with pytest.raises(
+        deps.PythonNotFound, match=rf"{fake} \(another Python {XY}, prefix {conda}\)"
+    ):
+        deps.find_python([str(fake)])
+    broken = tmp_path / "broken" / "python3"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    not_executable = tmp_path / "python"
+    not_executable.write_text("")
+    real = deps.find_python()
+    assert deps.find_python([str(fake), str(broken), str(not_executable), real]) == real
+    with pytest.raises(deps.PythonNotFound) as err:
+        deps.find_python([str(broken), str(not_executable)])
+    assert f"{broken} (no answer, exit code 3)" in str(err.value)
+    assert f"{not_executable} (does not run:" in str(err.value)
+    assert len(log.read_text().splitlines()) == 2  # one run per find_python
+
+
+def test_no_python_of_qgis_gives_the_command_to_run_by_hand(tmp_path, monkeypatch, qgis_app):
+    from geobridge_qgis.core.errors import UserError
+    from geobridge_qgis.gui import install_dialog
+
+    fake_qgis(tmp_path, monkeypatch)
+    log = tmp_path / "probes.log"
+    shims = tmp_path / "shims"
+    fake_python(shims / "python3", "3.9", "/opt/conda", log)
+    fake_python(shims / f"python{XY}", XY, "/opt/conda", log)
+    real_bin = Path(sys.base_prefix) / "bin"
+    monkeypatch.setenv("PATH", os.pathsep.join([str(shims), str(real_bin)]))
+    # This QGIS's Python lives where no interpreter says it lives.
+    qgis_prefix = tmp_path / "QGIS"
+    for name in ("prefix", "base_prefix", "exec_prefix"):
+        monkeypatch.setattr(sys, name, str(qgis_prefix))
+
+    folder = tmp_path / "deps"
+    with pytest.raises(deps.PythonNotFound) as err:
+        deps.pip_command(folder, ["ftfy==6.3.1"], tmp_path / "c.txt")
+    message = str(err.value)
+    assert isinstance(err.value, UserError) and "\n" not in message
+    assert f"(Python {XY}, prefix {qgis_prefix})" in message
+    assert f"{shims / 'python3'} (Python 3.9)" in message
+    assert f"{shims / f'python{XY}'} (another Python {XY}, prefix /opt/conda)" in message
+    assert f"{real_bin / f'python{XY}'} (another Python {XY}, prefix {real_bin.parent})" in message
+    manual = err.value.command
+    assert manual[0] == f"python{XY}"
+    assert manual[1:] == deps.pip_command(folder, ["ftfy==6.3.1"], tmp_path / "c.txt", "x")[1:]
+    assert message.endswith(f"QGIS's own Python {XY}: " + shlex.join(manual))
+
+    # The dialog shows the message and the command, and cannot install.
+    monkeypatch.setattr(deps, "missing", lambda *a: ["ftfy"])
+    monkeypatch.setattr(deps, "gpu_wanted", lambda: False)
+    dialog = install_dialog.make_install_dialog(None, folder)
+    assert not dialog.install_button.isEnabled()
+    assert "by hand" in dialog.status.text() and "python3.9" not in dialog.status.text()
+    assert dialog.command_view.toPlainText().startswith(f"python{XY} -m pip install --target")
+    dialog.deleteLater()
+
+
+def test_candidates_of_each_layout(tmp_path, monkeypatch):
+    fake_qgis(tmp_path, monkeypatch)
+    major, minor = sys.version_info[:2]
+
+    def touch(*parts):
+        path = tmp_path.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        return str(path)
+
+    linux = [touch("usr", "bin", f"python{XY}"), touch("usr", "bin", "python3")]
+    touch("usr", "bin", "python3-config")
+    osgeo4w = touch("OSGeo4W", "apps", f"Python{major}{minor}", "python.exe")
+    touch("OSGeo4W", "bin", "qgis-bin.exe")
+    mac = touch("QGIS.app", "Contents", "MacOS", "bin", "python3")
+    mac_prefix = tmp_path / "QGIS.app" / "Contents" / "Frameworks" / "Python.framework"
+    on_path = touch("path", "python3")
+    prefixes = [str(tmp_path / "usr"), str(tmp_path / "OSGeo4W" / "apps" / f"Python{major}{minor}"),
+                str(tmp_path / "OSGeo4W"), str(mac_prefix)]  # fmt: skip
+    found = deps.python_candidates(prefixes, path=str(tmp_path / "path"))
+    assert found == [*linux, osgeo4w, mac, on_path]
 
 
 def test_private_folder_and_activate(tmp_path, monkeypatch, qgis_app):

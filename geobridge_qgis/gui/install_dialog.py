@@ -196,7 +196,8 @@ def make_install_dialog(
     python: str | None = None,
 ) -> InstallDialog | None:
     """The dialog for what this QGIS lacks (its constraints file written to a temporary
-    folder); None when nothing is missing."""
+    folder); None when nothing is missing. When QGIS's own Python cannot be found, the dialog
+    says so, shows the command to run by hand and cannot install."""
     target = deps.private_folder(folder)
     absent, requirements, constraints = deps.plan(folder)
     if not absent:
@@ -204,7 +205,14 @@ def make_install_dialog(
     fd, name = tempfile.mkstemp(prefix="geobridge-constraints-", suffix=".txt")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(constraints)
-    command = deps.pip_command(target, requirements, name, python=python)
+    try:
+        command = deps.pip_command(target, requirements, name, python=python)
+    except deps.PythonNotFound as e:
+        # No interpreter proved to be QGIS's: show the command to run by hand, never a guess.
+        dialog = InstallDialog(absent, e.command, target, parent)
+        dialog.install_button.setEnabled(False)
+        dialog._set_status(str(e), error=True)
+        return dialog
     return InstallDialog(absent, command, target, parent)
 
 
