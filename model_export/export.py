@@ -12,6 +12,7 @@ folder on disk is complete or absent.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -20,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import onnx
@@ -92,6 +93,26 @@ def export_tower(model: M.GeoBridge, tower: str, path: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _quiet_root_warnings() -> Iterator[None]:
+    """Hold back onnxruntime's quantizer warnings for one call, leaving the root logger as found.
+
+    The quantizer logs a generic "consider pre-processing" warning on every call through the
+    root logger itself (`logging.warning`, which also installs a stderr handler on a root
+    logger that has none), so a module logger cannot silence it. A NullHandler keeps that
+    handler from being installed; level and handlers are put back after the call.
+    """
+    root = logging.getLogger()
+    level, hold = root.level, logging.NullHandler()
+    root.addHandler(hold)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeHandler(hold)
+        root.setLevel(level)
+
+
 def convert_precision(src: Path, dst: Path, precision: str) -> None:
     """fp32 ONNX -> fp16 (float32 inputs and outputs kept) or int8 (dynamic quantisation of
     the matrix multiplications; the patch convolution stays fp32)."""
@@ -103,11 +124,13 @@ def convert_precision(src: Path, dst: Path, precision: str) -> None:
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # It logs a generic "consider pre-processing" warning on every call.
-        logging.getLogger().setLevel(logging.ERROR)
-        quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
-        )
+        with _quiet_root_warnings():
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
     else:
         shutil.copyfile(src, dst)
 

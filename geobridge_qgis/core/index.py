@@ -35,6 +35,7 @@ from . import tiling
 from .bundle import Bundle
 from .encoders import Encoders
 from .errors import UserError
+from .gdal_mode import gdal_exceptions
 
 FORMAT = "geobridge-index"
 FORMAT_VERSION = 1
@@ -266,6 +267,7 @@ def _publish(work, out, grid, bundle, build, raster, region, tower) -> Path:
     return out
 
 
+@gdal_exceptions()
 def _write_chips_gpkg(path: Path, grid: tiling.Grid, keep: np.ndarray) -> None:
     srs = osr.SpatialReference()
     srs.ImportFromWkt(grid.crs.to_wkt())

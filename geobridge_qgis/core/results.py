@@ -23,6 +23,7 @@ from pyproj import CRS
 
 from . import tiling
 from .errors import UserError
+from .gdal_mode import gdal_exceptions
 from .locate import LocateResult
 
 WGS84 = CRS.from_epsg(4326)
@@ -133,6 +134,7 @@ def _layer(ds, name, geom_type, fields, srs=None):
     return layer
 
 
+@gdal_exceptions()
 def _write(path: Path, items) -> None:
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     wgs = _srs(WGS84)
@@ -203,6 +205,7 @@ def _write_heatmap(gpkg: Path, table: str, heat) -> None:
     )
 
 
+@gdal_exceptions()
 def write_heatmap_tif(path: Path | str, heat) -> None:
     """The heat map alone, as a GeoTIFF."""
     rows, cols = heat.values.shape

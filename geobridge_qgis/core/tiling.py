@@ -10,7 +10,16 @@ raster's footprint; chips that read as mostly nodata or blank are dropped at rea
 
 Reading goes through GDAL (GeoTIFF, COG, VRT, GDAL's WMS/XYZ drivers): straight from the raster
 when it is in the grid's CRS, else through a warped VRT; each chip is read resampled (average)
-to the tower's input size, so a chip costs one RasterIO call.
+to the tower's input size, so a chip costs one RasterIO call. `open_raster` hands out a view of
+the file that is north-up and in colour (see raster_view); the reader stretches 16-bit and float
+values to 8 bits and shows one grey band as grey RGB.
+
+A raster whose pixels are much coarser than the chips is refused rather than indexed: a chip
+needs at least MIN_CHIP_PIXELS pixels across (a tower sees each chip resized to its input,
+224 pixels for GeoBridge; from fewer source pixels that is a few blurred blocks).
+
+GDAL raises exceptions only inside the engine's own calls (`gdal_exceptions`), never for the
+rest of the process.
 """
 
 from __future__ import annotations
@@ -24,11 +33,9 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from pyproj import CRS, Proj, Transformer
 
+from . import raster_view
 from .errors import UserError
-
-gdal.UseExceptions()
-ogr.UseExceptions()
-osr.UseExceptions()
+from .gdal_mode import gdal_exceptions
 
 DEFAULT_CHIP_SIZES = (100.0, 150.0)
 DEFAULT_OVERLAP = 0.5
@@ -36,13 +43,18 @@ DEFAULT_MAX_CHIPS = 250_000
 MAX_SCALE_ERROR = 0.01
 NODATA_MAX_SHARE = 0.5
 BLANK_MAX_STD = 2.0
+MIN_CHIP_PIXELS = 16
 
 
 # ---------------------------------------------------------------- rasters
 
 
+@gdal_exceptions()
 def open_raster(source: str | Path) -> gdal.Dataset:
-    """Open a georeferenced raster (file, URL or GDAL connection string) or say why not."""
+    """Open a georeferenced raster (file, URL or GDAL connection string) or say why not.
+
+    What comes back is a north-up view in colour: a paletted raster expanded through its colour
+    table, a rotated one warped north-up (both as VRTs over the file)."""
     source = str(source)
     if (
         "://" not in source
@@ -59,13 +71,14 @@ def open_raster(source: str | Path) -> gdal.Dataset:
     gt = ds.GetGeoTransform(can_return_null=True)
     if not ds.GetProjection() or gt is None or gt == (0, 1, 0, 0, 0, 1):
         raise UserError(f"{source}: has no georeference (no CRS or geotransform)")
-    if gt[2] or gt[4]:
-        raise UserError(f"{source}: rotated geotransforms are not supported; warp it north-up")
-    return ds
+    # A chip's spread of values is at most half the raster's range: below this, all are blank.
+    return raster_view.readable_view(ds, source, min_range=2 * BLANK_MAX_STD)
 
 
 def raster_identity(source: str | Path, ds: gdal.Dataset) -> dict:
-    """What an index records to recognise its raster later."""
+    """What an index records to recognise its raster later (the file's own numbers, not its
+    view's)."""
+    ds = raster_view.original(ds)
     ident = {
         "source": str(Path(source).resolve()) if Path(str(source)).exists() else str(source),
         "crs_wkt": ds.GetProjection(),
@@ -105,6 +118,7 @@ def metric_crs(raster_crs: CRS, lon: float, lat: float) -> CRS:
     return utm_crs(lon, lat)
 
 
+@gdal_exceptions()
 def raster_footprint(ds: gdal.Dataset) -> ogr.Geometry:
     """The raster's extent as a densified polygon in its own CRS."""
     gt = ds.GetGeoTransform()
@@ -119,6 +133,7 @@ def raster_footprint(ds: gdal.Dataset) -> ogr.Geometry:
     return poly
 
 
+@gdal_exceptions()
 def raster_bounds(ds: gdal.Dataset, crs: CRS) -> tuple[float, float, float, float]:
     """(xmin, ymin, xmax, ymax) of the raster's extent in `crs` (its own or another)."""
     own = CRS.from_wkt(ds.GetProjection())
@@ -126,6 +141,7 @@ def raster_bounds(ds: gdal.Dataset, crs: CRS) -> tuple[float, float, float, floa
     return xmin, ymin, xmax, ymax
 
 
+@gdal_exceptions()
 def transform_geometry(geom: ogr.Geometry, src: CRS, dst: CRS) -> ogr.Geometry:
     """Reproject an OGR geometry with pyproj (always lon/lat or x/y order)."""
     out = geom.Clone()
@@ -160,6 +176,7 @@ class Region:
     label: str = "whole raster"
 
     @classmethod
+    @gdal_exceptions()
     def from_bbox(cls, text: str, default_crs: CRS | None = None) -> Region:
         """`x1,y1,x2,y2[,EPSG:n]`; without a CRS, the raster's."""
         parts = [p.strip() for p in text.split(",")]
@@ -182,6 +199,7 @@ class Region:
         return cls(geom, crs, f"bbox {text}")
 
     @classmethod
+    @gdal_exceptions()
     def from_file(cls, path: Path | str) -> Region:
         """The union of the polygons in a vector file, in its layer's CRS."""
         path = Path(path)
@@ -205,6 +223,7 @@ class Region:
         return cls(union, CRS.from_wkt(srs.ExportToWkt()), str(path))
 
     @classmethod
+    @gdal_exceptions()
     def from_wkt(cls, wkt: str, crs: str | CRS) -> Region:
         return cls(
             ogr.CreateGeometryFromWkt(wkt), _crs(crs) if isinstance(crs, str) else crs, "wkt"
@@ -258,6 +277,7 @@ def _chip_id(size_index: int, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
     )
 
 
+@gdal_exceptions()
 def plan_grid(
     ds: gdal.Dataset,
     region: Region | None = None,
@@ -285,11 +305,13 @@ def plan_grid(
     region_ll = transform_geometry(region_geom, region_crs, CRS.from_epsg(4326))
     c = region_ll.Centroid()
     grid_crs = metric_crs(raster_crs, c.GetX(), c.GetY())
-    region_m = transform_geometry(region_geom, region_crs, grid_crs)
-    footprint_m = transform_geometry(footprint, raster_crs, grid_crs)
-    area = region_m.Intersection(footprint_m)
+    _check_resolution(ds, grid_crs, c.GetX(), c.GetY(), min(chip_sizes), source)
+    # Clip in the raster's own CRS, then go metric: a raster wider than a UTM zone (a continent,
+    # the world) has no finite outline in the region's zone, the part inside the region has.
+    area = transform_geometry(region_geom, region_crs, raster_crs).Intersection(footprint)
     if area is None or area.IsEmpty() or area.GetArea() <= 0:
         raise UserError(f"{region.label}: the region does not overlap the raster {source}")
+    area = transform_geometry(area, raster_crs, grid_crs)
 
     xmin, xmax, ymin, ymax = area.GetEnvelope()
     ids, sizes, cxs, cys = [], [], [], []
@@ -302,7 +324,8 @@ def plan_grid(
         nx, ny = kx1 - kx0 + 1, ky1 - ky0 + 1
         if nx * ny > 50_000_000:
             raise UserError(
-                f"{region.label}: {nx * ny:,} lattice points at {size:g} m; narrow the region"
+                f"{source}: {region.label}: {nx * ny:,} lattice points at {size:g} m; "
+                "narrow the region"
             )
         mask = _rasterize(area, grid_crs, kx0 * stride, ky1 * stride, stride, nx, ny)
         rows, cols = np.nonzero(mask)
@@ -326,6 +349,31 @@ def plan_grid(
     )
 
 
+def _check_resolution(
+    ds: gdal.Dataset, grid_crs: CRS, lon: float, lat: float, chip_m: float, source: str
+) -> None:
+    """Refuse chips that would hold fewer than MIN_CHIP_PIXELS of the raster's pixels across."""
+    pixel = raster_view.ground_pixel_m(ds, grid_crs, lon, lat)
+    if not math.isfinite(pixel) or chip_m >= MIN_CHIP_PIXELS * pixel:
+        return
+    need = _round_up(MIN_CHIP_PIXELS * pixel)
+    raise UserError(
+        f"{source}: its pixels are about {_length(pixel)} on the ground, too coarse for "
+        f"{chip_m:g} m chips (a chip needs at least {MIN_CHIP_PIXELS} pixels across); "
+        f"use chips of {need:g} m or more, or a finer raster"
+    )
+
+
+def _round_up(v: float) -> float:
+    """Up to two significant digits: 117.8 -> 120, 4800.6 -> 4900."""
+    step = 10.0 ** (math.floor(math.log10(v)) - 1)
+    return math.ceil(v / step - 1e-9) * step
+
+
+def _length(metres: float) -> str:
+    return f"{metres / 1000:.3g} km" if metres >= 1000 else f"{metres:.3g} m"
+
+
 def _rasterize(geom, crs: CRS, x_first, y_first, stride, nx, ny) -> np.ndarray:
     """Which lattice points (pixel centres) lie inside `geom`: GDAL's rasterizer does it."""
     ds = gdal.GetDriverByName("MEM").Create("", nx, ny, 1, gdal.GDT_Byte)
@@ -342,6 +390,7 @@ def _rasterize(geom, crs: CRS, x_first, y_first, stride, nx, ny) -> np.ndarray:
     return ds.GetRasterBand(1).ReadAsArray().astype(bool)
 
 
+@gdal_exceptions()
 def polygon_geometry(points) -> ogr.Geometry:
     """An OGR polygon from a closed ring of (x, y) points."""
     ring = ogr.Geometry(ogr.wkbLinearRing)
@@ -369,16 +418,27 @@ def chip_polygon(cx: float, cy: float, size: float) -> list[tuple[float, float]]
 class ChipReader:
     """Reads chips of a grid from a GDAL raster as uint8 RGB arrays at the tower's size.
 
+    Red, green and blue are taken by the bands' colour names (a BGR file reads right), one grey
+    band is shown as grey RGB, 16-bit and float bands are stretched per band between
+    percentiles computed once here; alpha, nodata and NaN pixels count as missing.
+
     `read` returns None for a chip that is mostly nodata or blank.
     """
 
+    @gdal_exceptions()
     def __init__(self, ds: gdal.Dataset, grid_crs: CRS, bounds: tuple[float, float, float, float]):
         self._src_ds = ds  # a warped VRT reads from it: keep it alive as long as the VRT
+        # Band roles and the stretch come from the raster itself, once: the warped VRT below
+        # keeps the band numbers but not their colour names.
+        self.bands, alpha = raster_view.colour_bands(ds)
+        self.scale = raster_view.band_stretch(ds, self.bands, alpha)
+        self.alpha_full = raster_view.alpha_full(ds, alpha)
         raster_crs = CRS.from_wkt(ds.GetProjection())
         if raster_crs == grid_crs:
-            self.ds = ds
+            self.ds, self.alpha = ds, alpha
         else:
-            # A warped VRT reads (and reprojects) only the windows asked for.
+            # A warped VRT reads (and reprojects) only the windows asked for; its alpha band,
+            # last, carries the source's alpha or nodata.
             xmin, ymin, xmax, ymax = bounds
             self.ds = gdal.Warp(
                 "",
@@ -389,27 +449,10 @@ class ChipReader:
                 resampleAlg="bilinear",
                 dstAlpha=True,
             )
+            self.alpha = self.ds.RasterCount
         self.gt = self.ds.GetGeoTransform()
-        n = self.ds.RasterCount
-        self.alpha = None
-        colour = []
-        for i in range(1, n + 1):
-            interp = self.ds.GetRasterBand(i).GetColorInterpretation()
-            if interp == gdal.GCI_AlphaBand:
-                self.alpha = i
-            else:
-                colour.append(i)
-        self.bands = colour[:3] if len(colour) >= 3 else colour[:1] * 3
-        self.scale = self._stretch()
 
-    def _stretch(self) -> tuple[float, float] | None:
-        """Linear stretch for rasters that are not 8-bit (16-bit sensors, floats)."""
-        band = self.ds.GetRasterBand(self.bands[0])
-        if band.DataType == gdal.GDT_Byte:
-            return None
-        lo, hi = band.ComputeRasterMinMax(True)
-        return float(lo), float(max(hi - lo, 1e-9))
-
+    @gdal_exceptions()
     def read(self, cx: float, cy: float, size_m: float, out_px: int) -> np.ndarray | None:
         gt = self.gt
         x0 = (cx - size_m / 2 - gt[0]) / gt[1]
@@ -431,7 +474,7 @@ class ChipReader:
         valid = np.zeros((out_px, out_px), bool)
         if self.alpha:
             a = self.ds.GetRasterBand(self.alpha).ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, **kw)
-            v = a > 127
+            v = a > self.alpha_full / 2
         else:
             v = (
                 self.ds.GetRasterBand(self.bands[0])
@@ -439,12 +482,14 @@ class ChipReader:
                 .ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, **kw)
                 > 127
             )
+        if self.scale is not None:
+            arr = arr.astype(np.float64)
+            v &= np.isfinite(arr).all(0)  # float rasters may mark gaps with NaN, not nodata
+            lo, span = (np.array(p)[:, None, None] for p in zip(*self.scale, strict=True))
+            arr = np.clip((np.nan_to_num(arr) - lo) / span * 255, 0, 255)
         valid[oy0 : oy0 + oh, ox0 : ox0 + ow] = v
         if 1 - valid.mean() > NODATA_MAX_SHARE:
             return None
-        if self.scale is not None:
-            lo, span = self.scale
-            arr = np.clip((arr.astype(np.float64) - lo) / span * 255, 0, 255)
         img = np.zeros((out_px, out_px, 3), np.uint8)
         img[oy0 : oy0 + oh, ox0 : ox0 + ow] = np.moveaxis(arr, 0, -1).astype(np.uint8)
         img[~valid] = 0
