@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyproj import Transformer
 
-from . import tiling
+from . import defaults, tiling
 from .encoders import Encoders, normalize
 from .index import Index
 from .photo import PhotoMeta
@@ -31,7 +31,7 @@ from .priors import PriorOptions, priors_for
 from .refine import Match, Matcher, RasterUnavailable, rerank
 
 MERGE_OVERLAP = 0.25
-DEFAULT_ROTATIONS = (0, 90, 180, 270)
+DEFAULT_ROTATIONS = defaults.ROTATIONS
 
 
 def photo_embeddings(
@@ -282,15 +282,15 @@ def heatmap_of(
 class QueryOptions:
     """How to run one query; the defaults are what the CLI, the dock and Processing use."""
 
-    top_k: int = 10
+    top_k: int = defaults.TOP_K
     rotations: tuple[int, ...] = DEFAULT_ROTATIONS
-    view: str = "drone"
-    text_weight: float = 0.5
+    view: str = defaults.VIEW
+    text_weight: float = defaults.TEXT_WEIGHT
     region: tiling.Region | None = None
     heatmap: bool = True
-    rerank: bool = True
-    refine: bool = True
-    rerank_top: int = 10  # candidates matched geometrically
+    rerank: bool = defaults.RERANK
+    refine: bool = defaults.REFINE
+    rerank_top: int = defaults.RERANK_TOP  # candidates matched geometrically
     priors: PriorOptions = field(default_factory=PriorOptions)
 
     def as_dict(self) -> dict:

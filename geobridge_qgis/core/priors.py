@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyproj import CRS, Geod, Transformer
 
+from . import defaults
 from .photo import PhotoMeta
 from .refine import Camera
 
-DEFAULT_GPS_RADIUS_M = 15.0  # consumer GNSS on a drone: a few metres, plus some margin
+DEFAULT_GPS_RADIUS_M = defaults.GPS_RADIUS_M
 DEFAULT_FOCAL_35MM = 24.0  # the usual wide lens of survey and consumer drones
 MAX_TILT_DEG = 45.0  # look-ahead margin when the gimbal pitch is unknown
 LOOK_AHEAD_ERROR = 0.15  # share of the look-ahead distance allowed for pitch/altitude error
@@ -109,6 +110,8 @@ def priors_for(
     p = Priors()
     if meta is None:
         return p
+    # What the reader found doubtful (void GPS, a truncated file) reaches the analyst too.
+    p.notes.extend(getattr(meta, "notes", None) or [])
     width, height = image_size
     tilt = tilt_deg(meta)
     if options.heading:

@@ -33,13 +33,13 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from pyproj import CRS, Proj, Transformer
 
-from . import raster_view
+from . import defaults, raster_view
 from .errors import UserError
 from .gdal_mode import gdal_exceptions
 
-DEFAULT_CHIP_SIZES = (100.0, 150.0)
-DEFAULT_OVERLAP = 0.5
-DEFAULT_MAX_CHIPS = 250_000
+DEFAULT_CHIP_SIZES = defaults.CHIP_SIZES
+DEFAULT_OVERLAP = defaults.OVERLAP
+DEFAULT_MAX_CHIPS = defaults.MAX_CHIPS
 MAX_SCALE_ERROR = 0.01
 NODATA_MAX_SHARE = 0.5
 BLANK_MAX_STD = 2.0
