@@ -26,12 +26,12 @@ from geobridge_qgis.core import locate as L  # noqa: E402
 from geobridge_qgis.core.bundle import Bundle  # noqa: E402
 from geobridge_qgis.core.encoders import Encoders  # noqa: E402
 from geobridge_qgis.core.errors import UserError  # noqa: E402
+from geobridge_qgis.core.geodesy import haversine_m  # noqa: E402
 from geobridge_qgis.core.index import Index, build_index  # noqa: E402
 from geobridge_qgis.core.photo import read_photo_with_meta  # noqa: E402
 from geobridge_qgis.core.priors import NO_PRIORS  # noqa: E402
 from geobridge_qgis.core.results import QueryRecord, write_results  # noqa: E402
-from model_export.evaluate import read_world  # noqa: E402
-from model_export.metrics import haversine_m  # noqa: E402
+from synthworld.files import read_world  # noqa: E402
 
 NEAR_M = 50.0
 

@@ -1,4 +1,4 @@
-"""`python -m model_export eval`: the paper's metrics on a synthetic world, through the engine.
+"""`python -m geolab eval`: the paper's metrics on a synthetic world, through the engine.
 
 The gallery is the engine's own multi-scale chip grid over the world's whole satellite raster
 (100 m and 150 m chips, 50 % overlap, exactly what the plugin indexes), so this measures the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from geobridge_qgis.core import tiling
 from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.encoders import Encoders, normalize
 from geobridge_qgis.core.errors import UserError
+from geobridge_qgis.core.geodesy import haversine_m
 from geobridge_qgis.core.index import Index, build_index
 from geobridge_qgis.core.locate import (
     DEFAULT_ROTATIONS,
@@ -38,41 +38,11 @@ from geobridge_qgis.core.locate import (
 )
 from geobridge_qgis.core.photo import read_photo, read_photo_with_meta
 from geobridge_qgis.core.priors import NO_PRIORS, PriorOptions, priors_for
+from synthworld.files import read_world
 
-from .metrics import first_positive_ranks, haversine_m, localisation_metrics, retrieval_metrics
+from .metrics import first_positive_ranks, localisation_metrics, retrieval_metrics
 
 TOPK_CSV = 10
-
-
-@dataclass
-class WorldData:
-    root: Path
-    files: list[str]
-    lon: np.ndarray
-    lat: np.ndarray
-    texts: list[str]
-
-
-def read_world(root: Path) -> WorldData:
-    root = Path(root)
-    truth = root / "drone" / "truth.csv"
-    if not (root / "satellite.tif").is_file() or not truth.is_file():
-        raise UserError(f"{root}: not a synthetic world (needs satellite.tif and drone/truth.csv)")
-    with open(truth, newline="") as f:
-        rows = list(csv.DictReader(f))
-    texts = {}
-    desc = root / "text" / "descriptions.csv"
-    if desc.is_file():
-        with open(desc, newline="") as f:
-            texts = {r["drone_file"]: r["text"] for r in csv.DictReader(f)}
-    files = [r["file"] for r in rows]
-    return WorldData(
-        root,
-        files,
-        np.array([float(r["lon"]) for r in rows]),
-        np.array([float(r["lat"]) for r in rows]),
-        [texts.get(f, "") for f in files],
-    )
 
 
 def gallery_index(encoders: Encoders, world: Path, cache: Path) -> Index:
