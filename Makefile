@@ -42,12 +42,12 @@ demo: setup
 DEMO_OUT := out/demo-model
 demo-model: setup
 	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
-	$(PY) -m model_export synth --seed 7 --size-km 2 --photos 40 --out $(DEMO_OUT)/world
-	$(PY) -m model_export train --out $(DEMO_OUT)
+	$(PY) -m synthworld synth --seed 7 --size-km 2 --photos 40 --out $(DEMO_OUT)/world
+	$(PY) -m geolab train --out $(DEMO_OUT)
 	$(PY) -m model_export export --preset demo --checkpoint $(DEMO_OUT)/geobridge-demo.pth \
 	    --towers drone,satellite,text --name "GeoBridge demo (synthetic worlds)" \
 	    --license "GPL-2.0-or-later (trained by this project on synthetic data)" --out $(DEMO_OUT)/bundle
-	$(PY) -m model_export eval --bundle $(DEMO_OUT)/bundle --world $(DEMO_OUT)/world --out $(DEMO_OUT)/eval
+	$(PY) -m geolab eval --bundle $(DEMO_OUT)/bundle --world $(DEMO_OUT)/world --out $(DEMO_OUT)/eval
 	rm -rf resources/demo/bundle resources/demo/world
 	cp -r $(DEMO_OUT)/bundle resources/demo/bundle
 	cp -r $(DEMO_OUT)/world resources/demo/world

@@ -1,4 +1,14 @@
-"""python -m model_export {export,verify,init} ... (see README)."""
+"""python -m model_export {export,verify,init} ...: a GeoBridge checkpoint -> a verified ONNX
+bundle.
+
+  export   checkpoint -> ONNX bundle (towers, precision, tokenizer, manifest)
+  verify   compare a bundle's outputs with its checkpoint's
+  init     write a random-weight checkpoint in the official layout (tests, benchmarks)
+
+The export benchmark is `python -m model_export.bench_export`. The synthetic world and the lab
+have packages of their own: `python -m synthworld synth`, `python -m geolab train|ablate|eval`;
+`python -m model_export synth|train|ablate|eval` still forward there for one release.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +19,16 @@ from pathlib import Path
 from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
 from geobridge_qgis.core.errors import UserError, run_command
 
+# Commands that moved to their own packages: deprecated aliases, kept for one release.
+MOVED = {"synth": "synthworld", "train": "geolab", "ablate": "geolab", "eval": "geolab"}
+
 
 def _config(args):
-    from . import model as M
+    from .model import config_from_file, preset_config
 
     if args.clip_config:
-        return M.config_from_file(args.clip_config), f"clip-config:{Path(args.clip_config).name}"
-    return M.preset_config(args.preset), f"preset:{args.preset}"
+        return config_from_file(args.clip_config), f"clip-config:{Path(args.clip_config).name}"
+    return preset_config(args.preset), f"preset:{args.preset}"
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -57,11 +70,11 @@ def cmd_init(args) -> int:
     """A checkpoint with random weights in the official layout (tests, benchmarks)."""
     import torch
 
-    from . import model as M
+    from .model import GeoBridge
 
     config, _ = _config(args)
     torch.manual_seed(args.seed)
-    model = M.GeoBridge(config)
+    model = GeoBridge(config)
     state = model.state_dict()
     if args.out.exists():
         raise UserError(f"{args.out}: already exists")
@@ -75,63 +88,12 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_synth(args) -> int:
-    """A synthetic world: satellite GeoTIFF, drone photos, truth, descriptions, vector scene."""
-    from .synth import synth
-
-    synth(
-        args.seed,
-        args.size_km,
-        args.out,
-        gsd=args.gsd,
-        photos=args.photos,
-        exif=not args.no_exif,
-    )
-    return 0
-
-
-def cmd_train(args) -> int:
-    from .train import TrainConfig, train
-
-    cfg = TrainConfig(seed=args.seed)
-    if args.steps:
-        cfg.steps = args.steps
-    if args.max_minutes:
-        cfg.max_minutes = args.max_minutes
-    if args.worlds:
-        cfg.seeds = cfg.seeds[: args.worlds]
-    train(cfg, args.out)
-    return 0
-
-
-def cmd_eval(args) -> int:
-    from .evaluate import evaluate, evaluate_refinement, refinement_table, table
-
-    if not args.refine_only:
-        rows = evaluate(args.bundle, args.world, args.out)
-        print(table(rows))
-        print(f"wrote {args.out}/metrics.json and top-k CSVs")
-    if not args.no_refine:
-        log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-        rows = evaluate_refinement(args.bundle, args.world, args.out, not args.no_priors, log)
-        print(refinement_table(rows))
-        print(f"wrote {args.out}/refinement.json")
-    return 0
-
-
-def cmd_ablate(args) -> int:
-    from .ablation import VARIANTS, ablate, table
-
-    names = list(VARIANTS)
-    if args.variants:
-        names = [names[int(i)] for i in args.variants.split(",")]
-    rows = ablate(args.out, args.steps, args.worlds, names, train_seed=args.train_seed)
-    print(table(rows))
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m model_export", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m model_export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="checkpoint -> ONNX bundle")
@@ -168,44 +130,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("synth", help="write a synthetic world (satellite, drone photos, texts)")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--size-km", type=float, required=True, help="side of the square world")
-    p.add_argument("--out", type=Path, required=True, help="folder to create")
-    p.add_argument("--gsd", type=float, default=0.5, help="satellite metres per pixel (0.5)")
-    p.add_argument("--photos", type=int, default=40, help="drone photos (40)")
-    p.add_argument("--no-exif", action="store_true", help="photos without EXIF/XMP metadata")
-    p.set_defaults(func=cmd_synth)
-
-    p = sub.add_parser("train", help="train the demo GeoBridge on synthetic worlds (CPU)")
-    p.add_argument("--out", type=Path, required=True, help="folder for checkpoint and log")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, help="optimiser steps (default 400)")
-    p.add_argument("--worlds", type=int, help="number of training worlds (default 12)")
-    p.add_argument("--max-minutes", type=float, help="stop training after this long (25)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("ablate", help="train variants briefly and compare them (ablation.py)")
-    p.add_argument("--out", type=Path, default=Path("out/ablation"))
-    p.add_argument("--steps", type=int, default=100, help="optimiser steps per variant (100)")
-    p.add_argument("--worlds", type=int, default=4, help="training worlds (4)")
-    p.add_argument("--variants", help="indexes into ablation.VARIANTS, e.g. 0,2 (all)")
-    p.add_argument("--train-seed", type=int, default=0, help="training seed (pairs unchanged)")
-    p.set_defaults(func=cmd_ablate)
-
-    p = sub.add_parser("eval", help="the paper's metrics on a synthetic world")
-    p.add_argument("--bundle", type=Path, required=True)
-    p.add_argument("--world", type=Path, required=True)
-    p.add_argument("--out", type=Path, default=Path("out/eval"))
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--no-refine", action="store_true", help="skip the re-ranking/refinement table")
-    g.add_argument("--refine-only", action="store_true", help="only that table")
-    p.add_argument("--no-priors", action="store_true", help="that table without the prior rows")
-    p.set_defaults(func=cmd_eval)
+    for name, target in MOVED.items():
+        help_ = f"moved: python -m {target} {name} (this alias goes in the next release)"
+        sub.add_parser(name, add_help=False, help=help_)
     return ap
 
 
+def _forward(argv: list[str]) -> int:
+    """Run a moved command in its new package (the aliases stay for one release)."""
+    name, target = argv[0], MOVED[argv[0]]
+    print(f"note: `python -m model_export {name}` is now `python -m {target} {name}`; "
+          "this alias goes in the next release", file=sys.stderr)  # fmt: skip
+    if target == "synthworld":
+        from synthworld.__main__ import main as moved_main
+    else:
+        from geolab.__main__ import main as moved_main
+    return moved_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MOVED:
+        return _forward(argv)
     args = parser().parse_args(argv)
     return run_command(args.func, args)
 

@@ -20,7 +20,7 @@ FLOORS = {"R@5": 45.0, "L@100": 30.0}
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory) -> Path:
-    from model_export.synth import synth
+    from synthworld.synth import synth
 
     out = tmp_path_factory.mktemp("heldout") / "world"
     synth(11, 1.0, out, photos=20, log=lambda _: None)
@@ -28,7 +28,7 @@ def heldout(tmp_path_factory) -> Path:
 
 
 def test_demo_model_clears_its_floor(heldout, tmp_path):
-    from model_export.evaluate import evaluate
+    from geolab.evaluate import evaluate
 
     rows = evaluate(BUNDLE, heldout, tmp_path / "eval")
     get = {(r["direction"], r["method"]): r for r in rows}

@@ -6,7 +6,6 @@ run through QGIS's task manager, and tests wait for them with a bounded event lo
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from qgis.PyQt.QtGui import QDragEnterEvent, QDropEvent
 from qgis.PyQt.QtTest import QTest
+
+from geobridge_qgis.core.geodesy import haversine_m
 
 SCREENSHOTS = ROOT / "out" / "screenshots"
 DEMO = ROOT / "resources" / "demo"
@@ -61,13 +62,6 @@ def gps_photo(raster: Path, path: Path) -> tuple[Path, float, float]:
     )
     Image.fromarray(np.moveaxis(arr, 0, -1)).save(path, exif=exif, quality=92)
     return path, lon, lat
-
-
-def haversine_m(lon1, lat1, lon2, lat2) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = (math.sin((p2 - p1) / 2) ** 2
-         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)  # fmt: skip
-    return 2 * 6371008.8 * math.asin(math.sqrt(a))
 
 
 @pytest.fixture

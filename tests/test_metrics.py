@@ -3,12 +3,8 @@
 import numpy as np
 import pytest
 
-from model_export.metrics import (
-    first_positive_ranks,
-    haversine_m,
-    localisation_metrics,
-    retrieval_metrics,
-)
+from geobridge_qgis.core.geodesy import haversine_m
+from geolab.metrics import first_positive_ranks, localisation_metrics, retrieval_metrics
 
 
 def test_ranks_and_recall_on_a_known_matrix():
@@ -39,6 +35,20 @@ def test_localisation_on_known_distances():
     # 0.001 degree of latitude is ~111 m anywhere.
     d = haversine_m([10, 10, 10], [50, 50, 50], [10, 10, 10], [50.0003, 50.0006, 50.0012])
     assert d == pytest.approx([33.4, 66.7, 133.4], abs=0.5)
+    one = haversine_m(10, 50, 10, 50.0003)  # four scalars: a plain float (the dock's table)
+    assert type(one) is float and one == pytest.approx(d[0])
     m = localisation_metrics(d)
     assert m["L@50"] == pytest.approx(100 / 3) and m["L@100"] == pytest.approx(200 / 3)
     assert m["L@150"] == 100 and m["median_m"] == pytest.approx(66.7, abs=0.5)
+
+
+def test_eval_command_refuses_a_folder_that_is_not_a_world(tmp_path):
+    """`python -m geolab eval` on a folder without a world: one line, exit code 2."""
+    from conftest import ROOT, run_cli
+
+    r = run_cli("geolab", "eval", "--bundle", ROOT / "resources" / "demo" / "bundle",
+                "--world", tmp_path, "--out", tmp_path / "eval")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: not a synthetic world (needs satellite.tif and drone/truth.csv)"
+    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import http.server
 import json
-import math
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from geobridge_qgis.core.geodesy import haversine_m
 from geobridge_qgis.core.index import Index
 
 CANDIDATE_FIELDS = {
@@ -724,13 +724,6 @@ def _demo_or_skip() -> tuple[Path, Path]:
     if not (bundle / "manifest.json").is_file() or not (world / "satellite.tif").is_file():
         pytest.skip("resources/demo (bundle and world) is not there yet")
     return bundle, world
-
-
-def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6371008.8 * math.asin(math.sqrt(a))
 
 
 def test_demo_photos_are_found_near_their_truth(provider, tmp_path):

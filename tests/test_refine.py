@@ -20,6 +20,7 @@ from pyproj import CRS, Transformer
 from geobridge_qgis.core import locate as L
 from geobridge_qgis.core import refine, tiling
 from geobridge_qgis.core.bundle import Bundle
+from geobridge_qgis.core.camera import Camera
 from geobridge_qgis.core.encoders import Encoders
 from geobridge_qgis.core.index import Index, build_index
 from geobridge_qgis.core.photo import PhotoMeta
@@ -38,11 +39,11 @@ def sat():
     return ds, crs, centre
 
 
-def synthetic_photo(ds, crs, cam_xy, camera: refine.Camera, recolour: bool = True):
+def synthetic_photo(ds, crs, cam_xy, camera: Camera, recolour: bool = True):
     """(photo, truth) for a camera above `cam_xy` (grid CRS): the satellite image seen through
     the camera's ground homography, as another sensor would see it."""
     w, h = PHOTO_SIZE
-    G = camera.ground_homography(w, h)  # photo px -> metres from the camera's nadir point
+    G = camera.image_to_nadir_offsets((w, h), "corners")  # photo px -> metres from nadir
     corners = cv2.perspectiveTransform(
         np.float32([[0, 0], [w, 0], [w, h], [0, h], [w / 2, h / 2]]).reshape(-1, 1, 2), G
     ).reshape(-1, 2) + np.array(cam_xy)
@@ -77,25 +78,39 @@ def synthetic_photo(ds, crs, cam_xy, camera: refine.Camera, recolour: bool = Tru
     return photo, truth
 
 
-def test_ground_homography_matches_the_renderer():
-    """Two independent camera models (the engine's and the world renderer's) agree."""
-    from model_export.render import Camera as RenderCamera
-
-    cam = refine.Camera(altitude_m=110.0, tilt_deg=25.0, hfov_deg=68.0, heading_deg=140.0)
-    G = cam.ground_homography(*PHOTO_SIZE)
+def test_refiner_camera_inverts_the_forward_projection():
+    """The refiner's map (photo pixels -> ground offsets, as it warps a photo) against the
+    camera's forward projection (rotation and intrinsics, no homography: the path the
+    renderer draws buildings and trees with), the renderer's footprint and closed forms."""
+    cam = Camera(0.0, 0.0, altitude_m=110.0, heading_deg=140.0, tilt_deg=25.0, hfov_deg=68.0)
     w, h = PHOTO_SIZE
-    ours = cv2.perspectiveTransform(
-        np.float32([[0, 0], [w, 0], [w, h], [0, h]]).reshape(-1, 1, 2), G
-    ).reshape(-1, 2)
-    theirs = np.asarray(RenderCamera(0.0, 0.0, 110.0, 140.0, 25.0, 68.0).footprint(PHOTO_SIZE))
-    # The same four points, whatever the order each lists them in.
-    d = np.linalg.norm(ours[:, None] - theirs[None, :4], axis=2)
-    assert d.min(1).max() < 1.0, (ours, theirs)
+    px = np.array([[0, 0], [w, 0], [w, h], [0, h], [w / 2, h / 2], [123.4, 321.0]])
+    G = cam.image_to_nadir_offsets(PHOTO_SIZE, "corners")
+    g = np.c_[px, np.ones(len(px))] @ G.T
+    ground = g[:, :2] / g[:, 2:]
+    uv, depth = cam.project(np.c_[ground, np.zeros(len(ground))], PHOTO_SIZE)
+    # Projected in OpenCV's pixel-centre convention: the corner convention's less half a pixel.
+    assert np.abs(uv - (px - 0.5)).max() < 1e-6 and (depth > 0).all()
+    # The renderer's footprint is the same quadrilateral: the image's outer edges.
+    assert np.abs(cam.footprint(PHOTO_SIZE) - ground[:4]).max() < 1e-6
+    # The image centre lies on the optical axis, altitude * tan(tilt) ahead along the heading.
+    ahead = 110.0 * math.tan(math.radians(25.0))
+    h_rad = math.radians(140.0)
+    assert np.allclose(ground[4], [ahead * math.sin(h_rad), ahead * math.cos(h_rad)])
+    assert np.allclose(cam.centre_ground(), ground[4])
+    # Straight down, north up, 90 degrees across: a 200 x 150 m footprint, top-left to the NW.
+    nadir = Camera(0.0, 0.0, altitude_m=100.0, heading_deg=0.0, tilt_deg=0.0, hfov_deg=90.0)
+    G = nadir.image_to_nadir_offsets(PHOTO_SIZE, "corners")
+    g = np.array([[0.0, 0.0, 1.0], [w, h, 1.0]]) @ G.T
+    assert np.allclose(g[:, :2] / g[:, 2:], [[-100.0, 75.0], [100.0, -75.0]])
+    # An unknown heading leaves the view unrotated (north up).
+    unknown = Camera(0.0, 0.0, altitude_m=100.0, heading_deg=None, tilt_deg=0.0, hfov_deg=90.0)
+    assert np.array_equal(unknown.rotation(), nadir.rotation())
 
 
 def test_refinement_recovers_footprint_and_heading(sat):
     ds, crs, (x0, y0) = sat
-    cam = refine.Camera(altitude_m=120.0, tilt_deg=20.0, hfov_deg=70.0, heading_deg=57.0)
+    cam = Camera(0.0, 0.0, altitude_m=120.0, tilt_deg=20.0, hfov_deg=70.0, heading_deg=57.0)
     photo, truth = synthetic_photo(ds, crs, (x0 - 150, y0 + 80), cam)
     m = refine.Matcher(str(SAT), crs)
     m.set_photo(photo)  # no camera: the matcher must find rotation and perspective itself
@@ -115,7 +130,7 @@ def test_refinement_recovers_footprint_and_heading(sat):
 def test_refinement_with_the_camera_prior_is_as_good(sat):
     """The photo warped to the ground first (altitude, pitch and heading known)."""
     ds, crs, (x0, y0) = sat
-    cam = refine.Camera(altitude_m=90.0, tilt_deg=30.0, hfov_deg=65.0, heading_deg=300.0)
+    cam = Camera(0.0, 0.0, altitude_m=90.0, tilt_deg=30.0, hfov_deg=65.0, heading_deg=300.0)
     photo, truth = synthetic_photo(ds, crs, (x0 + 200, y0 - 120), cam)
     m = refine.Matcher(str(SAT), crs)
     m.set_photo(photo, cam)
@@ -130,7 +145,7 @@ def test_refinement_on_a_raster_in_another_crs(sat, tmp_path):
     from osgeo import gdal
 
     ds, crs, (x0, y0) = sat
-    cam = refine.Camera(altitude_m=120.0, tilt_deg=20.0, hfov_deg=70.0, heading_deg=57.0)
+    cam = Camera(0.0, 0.0, altitude_m=120.0, tilt_deg=20.0, hfov_deg=70.0, heading_deg=57.0)
     photo, truth = synthetic_photo(ds, crs, (x0 - 150, y0 + 80), cam)
     web = tmp_path / "web.tif"
     gdal.Warp(str(web), str(SAT), dstSRS="EPSG:3857", outputBoundsSRS=crs.to_wkt(),
@@ -150,7 +165,7 @@ def _candidate(rank: int, x: float, y: float, score: float) -> L.Candidate:
 
 def test_rerank_moves_the_true_candidate_from_5_to_1(sat):
     ds, crs, (x0, y0) = sat
-    cam = refine.Camera(altitude_m=130.0, tilt_deg=15.0, hfov_deg=70.0, heading_deg=200.0)
+    cam = Camera(0.0, 0.0, altitude_m=130.0, tilt_deg=15.0, hfov_deg=70.0, heading_deg=200.0)
     photo, truth = synthetic_photo(ds, crs, (x0 + 300, y0 + 300), cam)
     tx, ty = truth["centre"]
     # Four wrong places far from the truth score higher by retrieval; the truth is 5th.
@@ -294,8 +309,8 @@ def test_demo_photo_metadata_gives_the_view_centre():
 
     from PIL import Image
 
+    from geobridge_qgis.core.geodesy import haversine_m
     from geobridge_qgis.core.photo import read_photo_with_meta, xmp_packet
-    from model_export.metrics import haversine_m
 
     world = ROOT / "resources" / "demo" / "world"
     with open(world / "drone" / "truth.csv", newline="") as f:

@@ -38,9 +38,10 @@ def state():
 states = {"start": state()}
 import geobridge_qgis.core
 import model_export
+import synthworld
 
 modules = []
-for package in (geobridge_qgis.core, model_export):
+for package in (geobridge_qgis.core, model_export, synthworld):
     for info in pkgutil.iter_modules(package.__path__):
         if info.name != "__main__":
             importlib.import_module(f"{package.__name__}.{info.name}")

@@ -6,20 +6,22 @@ import numpy as np
 import pytest
 
 from geobridge_qgis.core.transform import rotations
+from geolab.pairs import north_up_turns
+from geolab.train import TrainConfig, batch_indices, train
 from model_export import model as M
-from model_export.train import TrainConfig, batch_indices, north_up_turns, train
 
 
 @pytest.mark.parametrize("heading", [0.0, 90.0, 180.0, 270.0, 100.0, 352.0])
 def test_north_up_turns_undo_the_heading(heading):
     """A nadir view turned by north_up_turns looks like the north-up satellite crop; the
     engine's rotation list contains that same turn, so rotation TTA can find it."""
-    from model_export.render import Camera, Style, render_drone, render_ortho
-    from model_export.world import World
+    from geobridge_qgis.core.camera import Camera
+    from synthworld.render import Style, render_drone, render_ortho
+    from synthworld.world import World
 
     world = World.generate(5, 400)
     cx, cy = (world.bounds[0] + world.bounds[2]) / 2, (world.bounds[1] + world.bounds[3]) / 2
-    cam = Camera(cx, cy, 80.0, heading_deg=heading, pitch_deg=0.0, hfov_deg=60.0)
+    cam = Camera(cx, cy, 80.0, heading_deg=heading, tilt_deg=0.0, hfov_deg=60.0)
     img, _ = render_drone(world, cam, Style.satellite(5), (96, 96))
     k = north_up_turns(heading)
     turned = np.rot90(img, k).astype(float).mean(2)
@@ -63,7 +65,7 @@ def test_a_short_training_run_exports_as_the_demo_preset(tmp_path):
 def test_hard_negative_batches_are_neighbourhoods():
     import torch
 
-    from model_export.train import Pairs
+    from geolab.pairs import Pairs
 
     rng = np.random.default_rng(0)
     n = 400
@@ -90,8 +92,8 @@ def test_hard_negative_batches_are_neighbourhoods():
 
 def test_ablation_switches_train(tmp_path):
     """Each ablation variant's switches reach the training loop (a 2-step run each)."""
-    from model_export.ablation import VARIANTS
-    from model_export.train import render_pairs
+    from geolab.ablation import VARIANTS
+    from geolab.pairs import render_pairs
 
     cfg = TrainConfig(seeds=(1000,), world_km=0.5, views_per_world=16, styles_per_world=1,
                       steps=2, batch=8, warmup=1)  # fmt: skip

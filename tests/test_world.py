@@ -21,17 +21,19 @@ from PIL import Image
 from shapely import wkt as shapely_wkt
 from shapely.geometry import Point, Polygon, box
 
-from model_export.__main__ import main
-from model_export.render import (
-    Camera,
+from geobridge_qgis.core.camera import Camera
+from synthworld.__main__ import main
+from synthworld.describe import describe
+from synthworld.photo_metadata import focal_lengths
+from synthworld.render import (
     Style,
     random_camera,
     render_drone,
     render_ortho,
     render_texture,
 )
-from model_export.synth import describe, focal_lengths, synth
-from model_export.world import (
+from synthworld.synth import synth
+from synthworld.world import (
     Building,
     BuildingPart,
     Rect,
@@ -55,7 +57,7 @@ def runs(tmp_path_factory) -> Path:
     another seed."""
     root = tmp_path_factory.mktemp("synth")
     args = ("--seed", SEED, "--size-km", KM, "--photos", PHOTOS)
-    r = run_cli("model_export", "synth", *args, "--out", root / "a")
+    r = run_cli("synthworld", "synth", *args, "--out", root / "a")
     assert r.returncode == 0, r.stderr
     synth(SEED, KM, root / "b", photos=PHOTOS, log=_quiet)
     synth(OTHER, KM, root / "c", photos=PHOTOS, log=_quiet)
@@ -238,6 +240,17 @@ def test_cli_user_errors(runs, capsys):
     assert not (runs / "z").exists()
 
 
+def test_old_command_forwards_for_one_release(runs, capsys):
+    """`python -m model_export synth` still works (deprecated): it says where the command is
+    now and runs it there."""
+    from model_export.__main__ import main as old_main
+
+    assert old_main(["synth", "--seed", "1", "--size-km", "0.05", "--out", str(runs / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "python -m synthworld synth" in err and "--size-km" in err
+    assert not (runs / "z").exists()
+
+
 # ------------------------------------------------------------------------------- the renderer
 
 
@@ -370,7 +383,7 @@ def test_random_cameras_stay_inside_the_world(world):
     cams = [random_camera(world, rng) for _ in range(40)]
     for cam in cams:
         assert world.box.buffer(1e-6).contains(Polygon(cam.footprint((640, 480))))
-        assert 60 <= cam.altitude_m <= 200 and 0 <= cam.pitch_deg <= 35
+        assert 60 <= cam.altitude_m <= 200 and 0 <= cam.tilt_deg <= 35
         assert 60 <= cam.hfov_deg <= 84
     headings = np.array([c.heading_deg for c in cams])
     assert headings.min() < 90 and headings.max() > 270

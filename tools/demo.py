@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 from geobridge_qgis.core import service  # noqa: E402
 from geobridge_qgis.core.errors import UserError  # noqa: E402
+from geobridge_qgis.core.geodesy import haversine_m  # noqa: E402
 from geobridge_qgis.core.locate import QueryOptions  # noqa: E402
 from geobridge_qgis.core.photo import read_photo_with_meta  # noqa: E402
 from geobridge_qgis.core.priors import NO_PRIORS  # noqa: E402
-from model_export.evaluate import read_world  # noqa: E402
-from model_export.metrics import haversine_m  # noqa: E402
+from synthworld.files import read_world  # noqa: E402
 
 NEAR_M = 50.0
 

@@ -10,7 +10,7 @@ Three priors, each one the analyst can turn off (metadata can be spoofed or wron
 - **Altitude** (with the focal length; DEFAULT_FOCAL_35MM when the EXIF has none) gives the
   width of the ground the photo covers along its centre line; the search keeps the index's chip
   scale nearest to it (ratio in log space), and the matcher scales the photo to it. With the
-  gimbal pitch as well, the matcher first warps the photo onto the ground (`refine.Camera`),
+  gimbal pitch as well, the matcher first warps the photo onto the ground (`camera.Camera`),
   north up when the heading prior is on too.
 - **Heading** (XMP gimbal yaw, else flight yaw, else EXIF GPSImgDirection) picks the one
   rotation of 0/90/180/270 that turns the photo nearest north-up instead of trying all four.
@@ -28,8 +28,8 @@ import numpy as np
 from pyproj import CRS, Geod, Transformer
 
 from . import defaults
+from .camera import Camera, centre_width_m, hfov_from_35mm, look_ahead_m
 from .photo import PhotoMeta
-from .refine import Camera
 
 DEFAULT_GPS_RADIUS_M = defaults.GPS_RADIUS_M
 DEFAULT_FOCAL_35MM = 24.0  # the usual wide lens of survey and consumer drones
@@ -98,9 +98,7 @@ def tilt_deg(meta: PhotoMeta) -> float | None:
 
 def hfov_deg(meta: PhotoMeta, width: int, height: int) -> float:
     """Horizontal field of view from the 35 mm equivalent focal length (by the diagonal)."""
-    f35 = meta.focal_35mm or DEFAULT_FOCAL_35MM
-    diag = math.hypot(36.0, 24.0) * width / math.hypot(width, height)
-    return math.degrees(2 * math.atan(diag / (2 * f35)))
+    return hfov_from_35mm(meta.focal_35mm or DEFAULT_FOCAL_35MM, width, height)
 
 
 def priors_for(
@@ -125,12 +123,11 @@ def priors_for(
             p.notes.append("altitude prior: the photo has no altitude above ground")
         else:
             hfov = hfov_deg(meta, width, height)
-            slant = meta.altitude_m / math.cos(math.radians(tilt or 0.0))
-            p.footprint_m = 2 * slant * math.tan(math.radians(hfov / 2))
+            p.footprint_m = centre_width_m(meta.altitude_m, tilt or 0.0, hfov)
             p.used.append("altitude")
             if tilt is not None:
                 heading = meta.heading_deg if options.heading else None
-                p.camera = Camera(meta.altitude_m, tilt, hfov, heading)
+                p.camera = Camera(0.0, 0.0, meta.altitude_m, heading, tilt, hfov)
     if options.gps:
         if meta.lon is None or meta.lat is None:
             p.notes.append("GPS prior: the photo has no GPS position")
@@ -141,7 +138,7 @@ def priors_for(
             if alt is None:
                 radius += 200.0  # no altitude: any low drone view
             elif options.heading and tilt is not None and meta.heading_deg is not None:
-                ahead = alt * math.tan(math.radians(tilt))
+                ahead = look_ahead_m(alt, tilt)
                 lon, lat, _ = Geod(ellps="WGS84").fwd(lon, lat, meta.heading_deg, ahead)
                 radius += LOOK_AHEAD_ERROR * ahead + 5.0
             else:

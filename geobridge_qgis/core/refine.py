@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from . import tiling
+from .camera import Camera
 from .errors import UserError
 
 WINDOW_FACTOR = 2.5
@@ -105,27 +106,6 @@ class PhotoFeatures:
     height: int
 
 
-@dataclass
-class Camera:
-    """What the metadata says of the camera: enough to undo perspective on flat ground."""
-
-    altitude_m: float
-    tilt_deg: float  # off nadir
-    hfov_deg: float
-    heading_deg: float | None = None  # None: the ground view is left unrotated
-
-    def ground_homography(self, width: int, height: int) -> np.ndarray:
-        """3x3: photo pixels -> ground metres (east, north) from the point below the camera."""
-        f = (width / 2) / math.tan(math.radians(self.hfov_deg / 2))
-        K_inv = np.linalg.inv(np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]]))
-        t, h = math.radians(self.tilt_deg), math.radians(self.heading_deg or 0.0)
-        right = [math.cos(h), -math.sin(h), 0.0]
-        down = [-math.cos(t) * math.sin(h), -math.cos(t) * math.cos(h), -math.sin(t)]
-        forward = [math.sin(t) * math.sin(h), math.sin(t) * math.cos(h), -math.cos(t)]
-        R = np.array([right, down, forward]).T
-        return np.diag([self.altitude_m, self.altitude_m, -1.0]) @ R @ K_inv
-
-
 def _grey(image: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
@@ -171,7 +151,9 @@ class Matcher:
         return cls(ident.get("source", ""), index.crs, ident)
 
     def set_photo(self, image: np.ndarray, camera: Camera | None = None) -> None:
-        """The photo to match; with its camera, it is first warped to a map-like view."""
+        """The photo to match; with its camera (from the metadata: at (0, 0), see
+        `priors.Priors.camera`), it is first warped to a map-like view, north up when the
+        camera's heading is known."""
         self._photo = image
         self._camera = camera
         self._upright = camera is not None and camera.heading_deg is not None
@@ -266,7 +248,7 @@ def _ortho(img: np.ndarray, camera: Camera, res: float):
     """(the photo warped onto the ground at `res` m/px, north up when the heading is known;
     the 3x3 map from the warped image's pixels back to the photo's; the mask of warped pixels)"""
     h, w = img.shape[:2]
-    G = camera.ground_homography(w, h)
+    G = camera.image_to_nadir_offsets((w, h), "corners")
     # Keep the ground under the lower 90 % of the frame: the far edge of an oblique view
     # stretches to a few pixels per metre of nothing useful.
     edge = np.float32([[0, 0.1 * h], [w, 0.1 * h], [w, h], [0, h]]).reshape(-1, 1, 2)

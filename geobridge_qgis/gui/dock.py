@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from qgis.PyQt.QtWidgets import (
 from .. import settings as geobridge_settings
 from ..core import defaults
 from ..core.errors import UserError
+from ..core.geodesy import haversine_m
 from ..core.service import LocateOutcome, LocateRequest
 from ..paths import DEMO_BUNDLE, IMAGE_FILTER
 from ..tasks import LocateTask, PhotoInfoTask
@@ -64,13 +64,6 @@ from ..tasks import LocateTask, PhotoInfoTask
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 SETTINGS = "geobridge/dock/"
 COLUMNS = ["Rank", "Method", "Score", "Probability", "± m", "Heading", "Distance to photo GPS"]
-
-
-def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6371008.8 * math.asin(min(1.0, math.sqrt(a)))
 
 
 def exif_summary(meta: Any) -> str:

@@ -1,4 +1,4 @@
-"""`python -m model_export ablate`: what each training choice brings, measured.
+"""`python -m geolab ablate`: what each training choice brings, measured.
 
 One set of training pairs is rendered (fewer worlds than the shipped model's, to leave time for
 several runs); then each variant of `VARIANTS` trains from the same seed for the same number of
@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from . import model as M
+from model_export.export import export_bundle
+from model_export.model import preset_config
+from synthworld.synth import synth
+
 from .evaluate import evaluate
-from .export import export_bundle
-from .synth import synth
-from .train import TrainConfig, render_pairs, train
+from .pairs import render_pairs
+from .train import TrainConfig, train
 
 VARIANTS: dict[str, dict] = {
     "as shipped (augmentation, multi-scale crops)": {},
@@ -55,7 +57,7 @@ def ablate(
     heldout = out / "heldout"
     if not heldout.exists():
         synth(HELDOUT_SEED, HELDOUT_KM, heldout, photos=40, log=log)
-    px = M.preset_config("demo").vision_config.image_size
+    px = preset_config("demo").vision_config.image_size
     t0 = time.perf_counter()
     log(f"rendering {worlds * base.views_per_world:,} pairs from {worlds} worlds")
     pairs = render_pairs(base, px, log)
@@ -71,7 +73,7 @@ def ablate(
         steps = json.loads((run / "train" / "train.json").read_text())["steps_done"]
         bundle = run / "bundle"
         if not bundle.exists():
-            export_bundle(ckpt, bundle, M.preset_config("demo"), "preset:demo",
+            export_bundle(ckpt, bundle, preset_config("demo"), "preset:demo",
                           towers=("drone", "satellite", "text"), log=lambda _m: None)  # fmt: skip
         metrics = evaluate(bundle, heldout, run / "eval")
         get = {(r["direction"], r["method"]): r for r in metrics}

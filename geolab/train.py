@@ -1,21 +1,14 @@
-"""`python -m model_export train`: a small GeoBridge trained on synthetic worlds, on CPU.
+"""`python -m geolab train`: a small GeoBridge trained on synthetic worlds, on CPU.
 
-What it learns from: pairs rendered from training worlds (seeds never used for the demo
-world). Per pair: a 128 px drone view of the world's *variant* (fields re-cropped, trees and
-cars moved) with a random drone style, altitude 60-150 m, pitch 0-35 degrees, any heading; the
-north-up satellite chip around the view's true centre, of a random ground size (90-160 m, the
-engine's 100 and 150 m chips and what lies between) and offset (up to a quarter of the chip, as
-the engine's 50 %-overlap grid guarantees some chip that close); and a description of the
-footprint. The drone view is turned by the multiple of 90 degrees that brings its heading
-nearest north-up, which is what the engine's rotation test-time augmentation undoes at query
-time (it tries all four and keeps the best).
+What it learns from: the pairs of `pairs.py` (drone views of a world's variant, satellite chips
+around their true centres, descriptions of their footprints).
 
 Loss: symmetric InfoNCE on (drone, satellite) + 0.5 x (text, drone) + 0.5 x (text, satellite),
 the pairs of the paper that the world provides; one learnable temperature. AdamW, warm-up then
 cosine decay over a fixed number of steps (so a fixed seed reproduces the run), bf16 autocast
 when the CPU has AMX/AVX512-BF16 (~1.4x faster than fp32 there; 2.5x slower without).
 Augmentation (mirror + colour jitter) and multi-scale crops are on; hard negatives (half of
-each batch from one neighbourhood) are off: `python -m model_export ablate` measures each.
+each batch from one neighbourhood) are off: `python -m geolab ablate` measures each.
 """
 
 from __future__ import annotations
@@ -27,16 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from geobridge_qgis.core.bundle import IMAGENET_MEAN, IMAGENET_STD
 from geobridge_qgis.core.text import TextTokenizer
+from model_export.model import GeoBridge, preset_config
+from model_export.tokenizer import build_clip_tokenizer
 
-from . import model as M
-from .tokenizer import build_clip_tokenizer
+from .pairs import Pairs, render_pairs
 
 TRAIN_TOWERS = ("drone", "satellite", "text")
 
@@ -56,23 +49,10 @@ class TrainConfig:
     seed: int = 0
     max_minutes: float = 25.0
     threads: int = 2
-    # The choices `python -m model_export ablate` measures (model_export/ablation.py):
+    # The choices `python -m geolab ablate` measures (geolab/ablation.py):
     augment: bool = True  # mirror both views, jitter the drone view's colours
     multi_scale: bool = True  # satellite crops of 90-160 m; False: always 125 m
     hard_negatives: bool = False  # half of each batch from one neighbourhood of one world
-
-
-@dataclass
-class Pairs:
-    """Rendered training pairs: drone views, satellite crops (random and fixed size), texts,
-    and where each view is (world number, x, y) for neighbourhood batches."""
-
-    drone: np.ndarray
-    sat: np.ndarray
-    sat_fixed: np.ndarray
-    texts: list[str]
-    world: np.ndarray
-    xy: np.ndarray
 
 
 def bf16_is_fast() -> bool:
@@ -82,68 +62,6 @@ def bf16_is_fast() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def north_up_turns(heading_deg: float) -> int:
-    """np.rot90 turns (counter-clockwise) that bring a photo's top nearest to north."""
-    return round(-heading_deg / 90.0) % 4
-
-
-FIXED_CROP_M = 125.0
-
-
-def render_pairs(cfg: TrainConfig, px: int, log: Callable[[str], None] = print) -> Pairs:
-    """Pairs (drone and satellite uint8 [N,px,px,3], texts, positions) of the training worlds."""
-    from .render import Style, random_camera, render_drone, render_ortho, render_texture
-    from .synth import DRONE_ALTITUDE_M, DRONE_HFOV_DEG, DRONE_PITCH_DEG, PHOTO_SIZE, describe
-    from .world import World
-
-    n = len(cfg.seeds) * cfg.views_per_world
-    # The photos' 4:3 shape at a little above the input size.
-    view = (px * 5 // 4, px * 15 // 16)
-    assert view[0] * PHOTO_SIZE[1] == view[1] * PHOTO_SIZE[0]
-    drone = np.empty((n, px, px, 3), np.uint8)
-    sat = np.empty((n, px, px, 3), np.uint8)
-    sat_fixed = np.empty((n, px, px, 3), np.uint8)
-    where = np.empty(n, np.int32)
-    xy = np.empty((n, 2), np.float64)
-    texts: list[str] = []
-    k = 0
-    t0 = time.perf_counter()
-    for w, seed in enumerate(cfg.seeds):
-        rng = np.random.default_rng([cfg.seed, seed])
-        world = World.generate(seed, cfg.world_km * 1000)
-        variant = world.variant(seed + 1)
-        gsd = 0.5
-        ortho = render_ortho(world, gsd, Style.satellite(seed))
-        xmin, _, _, ymax = world.bounds
-        textures = [
-            render_texture(variant, Style.random_drone(rng), gsd)
-            for _ in range(cfg.styles_per_world)
-        ]
-        for i in range(cfg.views_per_world):
-            tex = textures[i % len(textures)]
-            cam = random_camera(variant, rng, view, DRONE_ALTITUDE_M, DRONE_PITCH_DEG,
-                                DRONE_HFOV_DEG, margin=100.0)  # fmt: skip
-            img, footprint = render_drone(variant, cam, tex.style, view, texture=tex, rng=rng)
-            # As the engine does with a photo: turn it, then resize straight to the square.
-            img = np.rot90(img, north_up_turns(cam.heading_deg))
-            drone[k] = cv2.resize(img, (px, px), interpolation=cv2.INTER_CUBIC)
-            x, y = cam.centre_ground()
-            size = rng.uniform(90.0, 160.0)
-            dx, dy = rng.uniform(-0.25, 0.25, 2)
-            for out, s in ((sat, size), (sat_fixed, FIXED_CROP_M)):
-                cx, cy = x + dx * s, y + dy * s
-                c0 = round((cx - s / 2 - xmin) / gsd)
-                r0 = round((ymax - cy - s / 2) / gsd)
-                n_px = round(s / gsd)
-                window = ortho[max(r0, 0) : r0 + n_px, max(c0, 0) : c0 + n_px]
-                out[k] = cv2.resize(window, (px, px), interpolation=cv2.INTER_AREA)
-            where[k], xy[k] = w, (x, y)
-            texts.append(describe(world, footprint, rng))
-            k += 1
-        log(f"  world {seed}: {k:,}/{n:,} pairs, {time.perf_counter() - t0:.0f} s")
-    return Pairs(drone, sat, sat_fixed, texts, where, xy)
 
 
 def batch_indices(cfg: TrainConfig, pairs: Pairs, g: torch.Generator) -> np.ndarray:
@@ -195,10 +113,10 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
-    config = M.preset_config("demo")
+    config = preset_config("demo")
     for sub in (config, config.vision_config, config.text_config):
         sub._attn_implementation = "sdpa"  # training speed; export uses eager
-    model = M.GeoBridge(config, TRAIN_TOWERS)
+    model = GeoBridge(config, TRAIN_TOWERS)
     px = model.image_size
 
     t0 = time.perf_counter()

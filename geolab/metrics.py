@@ -4,23 +4,12 @@ For each query, `ranks` holds the 1-based rank of its first positive in the gall
 none is there). R@k: the share with rank <= k. AP: the mean reciprocal rank of the positive
 (what the official code calls AP). R@1%: rank <= max(1, int(0.01 * gallery size)).
 L@d: the share of queries whose top-1 result's centre lies within d metres (haversine) of the
-query's true centre.
+query's true centre (`geobridge_qgis.core.geodesy.haversine_m`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-EARTH_RADIUS_M = 6_371_008.8
-
-
-def haversine_m(lon1, lat1, lon2, lat2) -> np.ndarray:
-    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, float)) for v in (lon1, lat1, lon2, lat2))
-    a = (
-        np.sin((lat2 - lat1) / 2) ** 2
-        + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
 def first_positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:

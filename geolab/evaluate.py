@@ -1,4 +1,4 @@
-"""`python -m model_export eval`: the paper's metrics on a synthetic world, through the engine.
+"""`python -m geolab eval`: the paper's metrics on a synthetic world, through the engine.
 
 The gallery is the engine's own multi-scale chip grid over the world's whole satellite raster
 (100 m and 150 m chips, 50 % overlap, exactly what the plugin indexes), so this measures the
@@ -17,71 +17,40 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pyproj import Transformer
 
-from geobridge_qgis.core import tiling
+from geobridge_qgis.core import service, tiling
 from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.encoders import Encoders, normalize
 from geobridge_qgis.core.errors import UserError
-from geobridge_qgis.core.index import Index, build_index
+from geobridge_qgis.core.geodesy import haversine_m
+from geobridge_qgis.core.index import Index
 from geobridge_qgis.core.locate import (
     DEFAULT_ROTATIONS,
     QueryOptions,
     locate,
-    locate_query,
-    matcher_for,
     photo_embeddings,
 )
 from geobridge_qgis.core.photo import read_photo, read_photo_with_meta
 from geobridge_qgis.core.priors import NO_PRIORS, PriorOptions, priors_for
+from synthworld.files import read_world
 
-from .metrics import first_positive_ranks, haversine_m, localisation_metrics, retrieval_metrics
+from .metrics import first_positive_ranks, localisation_metrics, retrieval_metrics
 
 TOPK_CSV = 10
 
 
-@dataclass
-class WorldData:
-    root: Path
-    files: list[str]
-    lon: np.ndarray
-    lat: np.ndarray
-    texts: list[str]
-
-
-def read_world(root: Path) -> WorldData:
-    root = Path(root)
-    truth = root / "drone" / "truth.csv"
-    if not (root / "satellite.tif").is_file() or not truth.is_file():
-        raise UserError(f"{root}: not a synthetic world (needs satellite.tif and drone/truth.csv)")
-    with open(truth, newline="") as f:
-        rows = list(csv.DictReader(f))
-    texts = {}
-    desc = root / "text" / "descriptions.csv"
-    if desc.is_file():
-        with open(desc, newline="") as f:
-            texts = {r["drone_file"]: r["text"] for r in csv.DictReader(f)}
-    files = [r["file"] for r in rows]
-    return WorldData(
-        root,
-        files,
-        np.array([float(r["lon"]) for r in rows]),
-        np.array([float(r["lat"]) for r in rows]),
-        [texts.get(f, "") for f in files],
-    )
-
-
-def gallery_index(encoders: Encoders, world: Path, cache: Path) -> Index:
-    """The world's reference index, built once per model into `cache`."""
-    out = cache / f"index-{encoders.bundle.model_id}"
+def gallery_index(bundle: Bundle, world: Path, cache: Path) -> Index:
+    """The world's reference index, built once per model into `cache` (through the service,
+    as every front end builds one)."""
+    out = cache / f"index-{bundle.model_id}"
     if not out.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        build_index(encoders, world / "satellite.tif", out)
-    return Index.open(out, encoders.bundle)
+        service.build_index(service.IndexRequest(bundle.root, str(world / "satellite.tif"), out))
+    return Index.open(out, bundle)
 
 
 def colour_histogram(images: list[np.ndarray], bins: int = 8) -> np.ndarray:
@@ -117,7 +86,7 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
     encoders = Encoders(bundle)
     world = read_world(world_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = gallery_index(encoders, world.root, out / "cache")
+    index = gallery_index(bundle, world.root, out / "cache")
     ids = index.ids
     gallery = np.stack([index.faiss_index.reconstruct(int(i)) for i in ids])
     to_grid = Transformer.from_crs(4326, index.crs, always_xy=True)
@@ -243,20 +212,18 @@ def evaluate_refinement(
     prior and all of them.
     `s_per_query` is the time the step adds per query (embedding and search for retrieval)."""
     bundle = Bundle.load(bundle_dir)
-    encoders = Encoders(bundle)
     world = read_world(world_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = gallery_index(encoders, world.root, out / "cache")
-    matcher, why = matcher_for(index)
-    if matcher is None:
-        raise UserError(why)
+    index = gallery_index(bundle, world.root, out / "cache")
+    why: list[str] = []
+    session = service.LocateSession(bundle, index, log=why.append)
+    if session.matcher is None:
+        raise UserError(why[0] if why else f"{world_dir}: re-ranking cannot read the raster")
     photos = [read_photo_with_meta(world.root / "drone" / f) for f in world.files]
 
     def run(options: QueryOptions):
-        results = []
-        for img, meta in photos:
-            results.append(locate_query(index, encoders, img, meta, None, options, matcher))
-        return results
+        return [session.query(options, image=img, meta=meta, sha256=False).result
+                for img, meta in photos]  # fmt: skip
 
     def err(lonlat, q):
         return float(haversine_m(lonlat[0], lonlat[1], world.lon[q], world.lat[q]))

@@ -1,0 +1,91 @@
+"""python -m geolab {train,ablate,eval} ...: train the demo GeoBridge on synthetic worlds,
+compare training choices, and measure a bundle on a synthetic world (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from geobridge_qgis.core.errors import run_command
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(seed=args.seed)
+    if args.steps:
+        cfg.steps = args.steps
+    if args.max_minutes:
+        cfg.max_minutes = args.max_minutes
+    if args.worlds:
+        cfg.seeds = cfg.seeds[: args.worlds]
+    train(cfg, args.out)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, evaluate_refinement, refinement_table, table
+
+    if not args.refine_only:
+        rows = evaluate(args.bundle, args.world, args.out)
+        print(table(rows))
+        print(f"wrote {args.out}/metrics.json and top-k CSVs")
+    if not args.no_refine:
+        log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        rows = evaluate_refinement(args.bundle, args.world, args.out, not args.no_priors, log)
+        print(refinement_table(rows))
+        print(f"wrote {args.out}/refinement.json")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .ablation import VARIANTS, ablate, table
+
+    names = list(VARIANTS)
+    if args.variants:
+        names = [names[int(i)] for i in args.variants.split(",")]
+    rows = ablate(args.out, args.steps, args.worlds, names, train_seed=args.train_seed)
+    print(table(rows))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m geolab", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the demo GeoBridge on synthetic worlds (CPU)")
+    p.add_argument("--out", type=Path, required=True, help="folder for checkpoint and log")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, help="optimiser steps (default 400)")
+    p.add_argument("--worlds", type=int, help="number of training worlds (default 12)")
+    p.add_argument("--max-minutes", type=float, help="stop training after this long (25)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ablate", help="train variants briefly and compare them (ablation.py)")
+    p.add_argument("--out", type=Path, default=Path("out/ablation"))
+    p.add_argument("--steps", type=int, default=100, help="optimiser steps per variant (100)")
+    p.add_argument("--worlds", type=int, default=4, help="training worlds (4)")
+    p.add_argument("--variants", help="indexes into ablation.VARIANTS, e.g. 0,2 (all)")
+    p.add_argument("--train-seed", type=int, default=0, help="training seed (pairs unchanged)")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("eval", help="the paper's metrics on a synthetic world")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("out/eval"))
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-refine", action="store_true", help="skip the re-ranking/refinement table")
+    g.add_argument("--refine-only", action="store_true", help="only that table")
+    p.add_argument("--no-priors", action="store_true", help="that table without the prior rows")
+    p.set_defaults(func=cmd_eval)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
