@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-host lint format demo demo-model bench bench-export bench-engine package qgis clean
+.PHONY: setup test test-host lint format demo demo-model demo-release bench bench-export bench-engine package qgis clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,12 @@ demo-model: setup
 	rm -rf resources/demo/bundle resources/demo/world
 	cp -r $(DEMO_OUT)/bundle resources/demo/bundle
 	cp -r $(DEMO_OUT)/world resources/demo/world
+
+# The release asset the plugin's "Get the demo model and world" downloads: dist/geobridge-demo.zip
+# (resources/demo's bundle/ and world/, reproducible bytes) and its .sha256; upload both to the
+# GitHub release v<version>.
+demo-release:
+	python3 tools/demo_release.py --out dist
 
 # Full-size export: vit-l-14 with random weights (time, size per tower, peak memory).
 bench-export: setup

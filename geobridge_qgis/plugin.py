@@ -30,6 +30,7 @@ class GeoBridgePlugin:
         self.rectangle_action: QAction | None = None
         self.polygon_action: QAction | None = None
         self.tools: dict[str, Any] = {}  # map tools, made on first use
+        self.options_factory: Any = None
 
     def initProcessing(self) -> None:
         from .processing.provider import GeoBridgeProvider
@@ -39,6 +40,10 @@ class GeoBridgePlugin:
 
     def initGui(self) -> None:
         self.initProcessing()
+        from .gui.options import GeoBridgeOptionsFactory
+
+        self.options_factory = GeoBridgeOptionsFactory()
+        self.iface.registerOptionsWidgetFactory(self.options_factory)
         self.toolbar = self.iface.addToolBar("GeoBridge")
         self.toolbar.setObjectName(TOOLBAR)
         main = self.iface.mainWindow()
@@ -138,6 +143,9 @@ class GeoBridgePlugin:
         )
 
     def unload(self) -> None:
+        if self.options_factory is not None:
+            self.iface.unregisterOptionsWidgetFactory(self.options_factory)
+            self.options_factory = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

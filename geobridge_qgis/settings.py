@@ -15,6 +15,9 @@ Keys (all under "geobridge/", in the user's QGIS profile):
 - ``geobridge/basemap_url`` (str, default Esri World Imagery): the XYZ tile URL of the
   "Add satellite basemap" action, with {x}, {y}, {z}.
 - ``geobridge/basemap_name`` (str, default "Esri World Imagery"): that layer's name.
+- ``geobridge/download_url`` (str, default the demo zip of this version's GitHub release):
+  where the dock's "Get the demo model and world" downloads from; "{version}" in it is the
+  plugin's version. Its checksum is read from the same URL with ".sha256" appended.
 
 A value that cannot be read (e.g. "abc" for the batch size) gives the default.
 """
@@ -33,6 +36,7 @@ BATCH_SIZE = PREFIX + "batch_size"
 CHIP_SIZES = PREFIX + "chip_sizes"
 BASEMAP_URL = PREFIX + "basemap_url"
 BASEMAP_NAME = PREFIX + "basemap_name"
+DOWNLOAD_URL = PREFIX + "download_url"
 
 DEFAULT_PROVIDERS = "tensorrt,cuda,cpu"
 DEFAULT_BATCH_SIZE = 32
@@ -41,6 +45,11 @@ DEFAULT_BASEMAP_URL = (
     "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
 )
 DEFAULT_BASEMAP_NAME = "Esri World Imagery"
+# The release asset `make demo-release` builds; "{version}" is metadata.txt's version.
+DEFAULT_DOWNLOAD_URL = (
+    "https://github.com/geobridge-qgis/geobridge-qgis/releases/download/"
+    "v{version}/geobridge-demo.zip"
+)
 
 _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -132,3 +141,39 @@ def basemap_url() -> str:
 
 def basemap_name() -> str:
     return _str(BASEMAP_NAME, DEFAULT_BASEMAP_NAME)
+
+
+def set_basemap_url(url: str) -> None:
+    if not all(f"{{{c}}}" in url for c in "xyz"):
+        raise ValueError(f"the basemap URL needs {{x}}, {{y}} and {{z}}, got {url!r}")
+    _set(BASEMAP_URL, url.strip())
+
+
+def set_basemap_name(name: str) -> None:
+    _set(BASEMAP_NAME, str(name).strip())
+
+
+def plugin_version() -> str:
+    """metadata.txt's version ("0" where it cannot be read)."""
+    import configparser
+
+    from .paths import PLUGIN_DIR
+
+    meta = configparser.ConfigParser()
+    try:
+        meta.read(PLUGIN_DIR / "metadata.txt", encoding="utf-8")
+        return meta["general"]["version"].strip()
+    except (KeyError, OSError, configparser.Error):
+        return "0"
+
+
+def download_url() -> str:
+    """The demo zip's URL, with "{version}" replaced by the plugin's version."""
+    return _str(DOWNLOAD_URL, DEFAULT_DOWNLOAD_URL).replace("{version}", plugin_version())
+
+
+def set_download_url(url: str) -> None:
+    url = str(url).strip()
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"the download URL must start with http:// or https://, got {url!r}")
+    _set(DOWNLOAD_URL, url)

@@ -115,6 +115,9 @@ class GeoBridgeDock(QgsDockWidget):
         # The pickers start in the folders of the GeoBridge settings.
         self.bundle_edit.setDefaultRoot(geobridge_settings.bundles_folder())
         self.index_edit.setDefaultRoot(geobridge_settings.index_cache_folder())
+        from .first_run import offer  # with no bundle: what one is, and the demo download
+
+        offer(self)
 
     # ------------------------------------------------------------ layout
 

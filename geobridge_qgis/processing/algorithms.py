@@ -43,6 +43,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from .. import settings
 from ..paths import DEMO_BUNDLE, ICON, IMAGE_FILTER
 from .sources import (
     LayerSource,
@@ -223,7 +224,11 @@ class BuildIndexAlgorithm(_GeoBridgeAlgorithm):
         self.addParameter(
             _advanced(
                 QgsProcessingParameterString(
-                    self.CHIP_SIZES, "Chip sizes (metres, comma separated)", defaultValue="100,150"
+                    self.CHIP_SIZES,
+                    "Chip sizes (metres, comma separated)",
+                    # the analyst's default (GeoBridge settings), read each time the
+                    # algorithm is made (a dialog, a run)
+                    defaultValue=",".join(f"{s:g}" for s in settings.chip_sizes()),
                 )
             )
         )
