@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
-from geobridge_qgis.core.errors import UserError, run_command
+from geobridge_qgis.core.errors import run_command
+from geobridge_qgis.core.outputs import check_new_folder
 
 # Commands that moved to their own packages: deprecated aliases, kept for one release.
 MOVED = {"synth": "synthworld", "train": "geolab", "ablate": "geolab", "eval": "geolab"}
@@ -76,8 +77,7 @@ def cmd_init(args) -> int:
     torch.manual_seed(args.seed)
     model = GeoBridge(config)
     state = model.state_dict()
-    if args.out.exists():
-        raise UserError(f"{args.out}: already exists")
+    check_new_folder(args.out)
     if args.out.suffix == ".safetensors":
         from safetensors.torch import save_file
 

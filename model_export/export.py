@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import warnings
@@ -31,6 +30,7 @@ import transformers
 from geobridge_qgis.core import bundle as B
 from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
 from geobridge_qgis.core.errors import UserError
+from geobridge_qgis.core.outputs import check_new_folder
 from geobridge_qgis.core.text import CONTEXT_LENGTH, EOT_ID, PAD_ID, SOT_ID
 
 from . import __version__
@@ -247,12 +247,9 @@ def export_bundle(
     from .verify import compare
 
     out = Path(out)
-    if out.exists():
-        raise UserError(f"{out}: already exists; choose a new output folder")
+    check_new_folder(out)
     precisions = parse_precisions(precision)
     precision = precisions[0]
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UserError(f"{out.parent}: not a writable folder")
     checkpoint = Path(checkpoint)
     model = load_model(checkpoint, config, towers, trust_pickle)
     model_id = C.weights_id(model)

@@ -34,6 +34,7 @@ import numpy as np
 
 from geobridge_qgis.core.errors import UserError
 from geobridge_qgis.core.gdal_mode import gdal_exceptions
+from geobridge_qgis.core.outputs import check_new_folder
 
 from .describe import describe
 from .photo_metadata import save_photo
@@ -59,10 +60,7 @@ def synth(
 ) -> Path:
     """Write the world of `seed` (size_km x size_km) to the new folder `out`. Returns `out`."""
     out = Path(out)
-    if out.exists():
-        raise UserError(f"{out}: already exists; choose a new output folder")
-    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
-        raise UserError(f"{out.parent}: not a writable folder")
+    check_new_folder(out)
     if not 0.2 <= size_km <= 10.0:
         raise UserError(f"--size-km {size_km}: use 0.2 to 10")
     if not 0.1 <= gsd <= 10.0:

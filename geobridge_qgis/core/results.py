@@ -22,9 +22,9 @@ from osgeo import gdal, ogr, osr
 from pyproj import CRS
 
 from . import tiling
-from .errors import UserError
 from .gdal_mode import gdal_exceptions
 from .locate import LocateResult
+from .outputs import check_writable_file
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -96,11 +96,7 @@ _QUERY_FIELDS = [
 
 def check_writable(path: Path) -> None:
     """Fail before any work when the results cannot be written where asked."""
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UserError(f"{path}: cannot write there (no such folder, or not writable)")
-    if Path(path).is_dir():
-        raise UserError(f"{path}: is a folder; give a .gpkg file name")
+    check_writable_file(path)
 
 
 def write_results(path: Path | str, items: list[tuple[QueryRecord, LocateResult, CRS]]) -> Path:
