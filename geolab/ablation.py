@@ -53,7 +53,7 @@ def ablate(
     batch order only (the pairs stay the same), to show how much one seed's luck weighs."""
     out.mkdir(parents=True, exist_ok=True)
     base = TrainConfig(seeds=TrainConfig().seeds[:worlds], steps=steps, warmup=max(1, steps // 10),
-                       max_minutes=600.0)  # fmt: skip
+                       max_minutes=600.0, heldout_seed=None)  # fmt: skip
     heldout = out / "heldout"
     if not heldout.exists():
         synth(HELDOUT_SEED, HELDOUT_KM, heldout, photos=40, log=log)
@@ -68,9 +68,11 @@ def ablate(
         run = out / name.split(" (")[0].replace(" ", "-").replace("+", "plus")
         if train_seed:
             run = run.with_name(f"{run.name}-seed{train_seed}")
-        log(f"{name}: training {steps} steps")
+        log(f"{name}: training {cfg.steps} steps")
         ckpt = train(cfg, run / "train", log=lambda _m: None, pairs=pairs)
-        steps = json.loads((run / "train" / "train.json").read_text())["steps_done"]
+        # This variant's own count (a resumed or budget-cut run may differ from cfg.steps).
+        steps_done = json.loads((run / "train" / "train.json").read_text())["steps_done"]
+        log(f"  {name}: {steps_done} steps done")
         bundle = run / "bundle"
         if not bundle.exists():
             export_bundle(ckpt, bundle, preset_config("demo"), "preset:demo",
@@ -78,7 +80,7 @@ def ablate(
         metrics = evaluate(bundle, heldout, run / "eval")
         get = {(r["direction"], r["method"]): r for r in metrics}
         row = {"variant": name + (f" [train seed {train_seed}]" if train_seed else ""),
-               "steps": steps}  # fmt: skip
+               "steps": steps_done}  # fmt: skip
         row.update({f"{d} {k}": get[(d, m)][k] for d, m, k in COLUMNS})
         rows.append(row)
         log("  " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)))

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from geobridge_qgis.core.bundle import IMAGENET_MEAN, IMAGENET_STD
+from geobridge_qgis.core.errors import UserError
 from geobridge_qgis.core.text import TextTokenizer
 from model_export.model import GeoBridge, preset_config
 from model_export.tokenizer import build_clip_tokenizer
@@ -47,8 +48,12 @@ class TrainConfig:
     warmup: int = 40
     text_weight: float = 0.5
     seed: int = 0
-    max_minutes: float = 25.0
+    max_minutes: float = 25.0  # this run's budget; run again with the same --out to go on
     threads: int = 2
+    checkpoint_minutes: float = 3.0  # how often the resumable state is saved
+    heldout_seed: int | None = 7  # the learning curve's world (the demo world: never trained on)
+    heldout_views: int = 200
+    eval_every: int = 50  # steps between learning-curve points
     # The choices `python -m geolab ablate` measures (geolab/ablation.py):
     augment: bool = True  # mirror both views, jitter the drone view's colours
     multi_scale: bool = True  # satellite crops of 90-160 m; False: always 125 m
@@ -105,11 +110,69 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Te
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
+STATE = "train-state.pt"  # model, optimiser, data order, step: what a resumed run needs
+# Settings a resumed run may change; any other change would make it another run.
+RESUMABLE_CHANGES = {"max_minutes", "threads", "checkpoint_minutes", "eval_every"}
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+
+
+def _save_state(path: Path, **state) -> None:
+    """Atomically: a run killed while saving keeps the previous state."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path, cfg: TrainConfig) -> dict | None:
+    if not path.is_file():
+        return None
+    # weights_only: tensors, numbers, strings and lists only; nothing that runs code.
+    state = torch.load(path, weights_only=True)
+    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in _config_dict(cfg).items() if k not in RESUMABLE_CHANGES}
+    if saved != now:
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        raise UserError(f"{path}: saved by a run with other settings ({', '.join(changed)}); "
+                        "use another --out or the same settings")  # fmt: skip
+    return state
+
+
+@torch.no_grad()
+def heldout_metrics(model: GeoBridge, pairs: Pairs, batch: int = 64) -> dict:
+    """Drone -> satellite R@1, R@5 and L@50 (top-1 chip's centre within 50 m) on held-out
+    pairs: the learning curve's point."""
+    was_training = model.training
+    model.eval()
+
+    def embed(tower, images):
+        return torch.cat([tower(_to_tensor(images[i : i + batch]))
+                          for i in range(0, len(images), batch)])  # fmt: skip
+
+    d = embed(model.drone_encoder, pairs.drone)
+    s = embed(model.satellite_encoder, pairs.sat_fixed)
+    sim = (d @ s.T).numpy()
+    order = np.argsort(-sim, axis=1)
+    truth = np.arange(len(sim))
+    top1 = order[:, 0]
+    dist = np.linalg.norm(pairs.xy[top1] - pairs.xy[truth], axis=1)
+    model.train(was_training)
+    return {"R@1": float(np.mean(top1 == truth) * 100),
+            "R@5": float(np.mean((order[:, :5] == truth[:, None]).any(1)) * 100),
+            "L@50": float(np.mean(dist <= 50.0) * 100)}  # fmt: skip
+
+
 def train(
     cfg: TrainConfig, out: Path, log: Callable[[str], None] = print, pairs: Pairs | None = None
 ) -> Path:
     """Train and save a state dict (official key names) to `out`/geobridge-demo.pth; `pairs`
-    already rendered (for `cfg`'s seeds) skips the rendering (ablations share one)."""
+    already rendered (for `cfg`'s seeds) skips the rendering (ablations share one).
+
+    Resumable: the state is saved to `out`/train-state.pt every `checkpoint_minutes` and when
+    the minute budget ends; run again with the same `out` (and settings) to continue where it
+    stopped, with the same data order, so several short runs equal one long one."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +204,26 @@ def train(
     )
     g = torch.Generator().manual_seed(cfg.seed)
     n = len(drone)
-    history = []
+    history: list[dict] = []
+    curve: list[dict] = []
+    start, spent = 0, 0.0
+    state_path = out / STATE
+    state = _load_state(state_path, cfg)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        g.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start, spent = int(state["step"]), float(state["train_seconds"])
+        history, curve = list(state["history"]), list(state["curve"])
+        log(f"resuming at step {start} of {cfg.steps} ({spent / 60:.1f} min trained so far)")
+    heldout = None
+    if cfg.heldout_seed is not None and cfg.eval_every > 0:
+        from dataclasses import replace
+
+        hcfg = replace(cfg, seeds=(cfg.heldout_seed,), views_per_world=cfg.heldout_views,
+                       styles_per_world=1)  # fmt: skip
+        heldout = render_pairs(hcfg, px, lambda _: None)
     t1 = time.perf_counter()
     model.train()
     use_bf16 = bf16_is_fast()
@@ -149,10 +231,28 @@ def train(
         f"training {cfg.steps} steps, batch {cfg.batch}, "
         f"bf16 autocast {'on' if use_bf16 else 'off'}"
     )
-    done = 0
-    for step in range(cfg.steps):
+
+    def save(step_next: int) -> None:
+        _save_state(state_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                    generator=g.get_state(), torch_rng=torch.get_rng_state(), step=step_next,
+                    train_seconds=spent + time.perf_counter() - t1, history=history,
+                    curve=curve, config=_config_dict(cfg))  # fmt: skip
+
+    def curve_point(step_done: int) -> None:
+        if heldout is not None:
+            curve.append({"step": step_done, **heldout_metrics(model, heldout)})
+            c = curve[-1]
+            log(f"  held-out at step {step_done}: R@1 {c['R@1']:.1f} R@5 {c['R@5']:.1f} "
+                f"L@50 {c['L@50']:.1f}")  # fmt: skip
+
+    if start == 0:
+        curve_point(0)
+    done = start
+    last_save = time.perf_counter()
+    for step in range(start, cfg.steps):
         if (time.perf_counter() - t1) / 60 > cfg.max_minutes:
-            log(f"stopping at step {step}: the {cfg.max_minutes} minute budget is spent")
+            log(f"stopping at step {step}: this run's {cfg.max_minutes} minute budget is spent; "
+                "run again with the same --out to continue")  # fmt: skip
             break
         lr = (
             cfg.lr
@@ -184,23 +284,31 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         done += 1
+        if heldout is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            curve_point(done)
+        if (time.perf_counter() - last_save) / 60 > cfg.checkpoint_minutes:
+            save(done)
+            last_save = time.perf_counter()
         if step % 20 == 0 or step == cfg.steps - 1:
-            rate = (step + 1) / (time.perf_counter() - t1)
+            rate = (step + 1 - start) / (time.perf_counter() - t1)
             history.append({"step": step, "loss": loss.item(), "drone_sat": loss_ds.item(),
                             "text": loss_t.item(), "scale": scale.item(), "lr": lr})  # fmt: skip
             h = history[-1]
             log(f"  step {step:4d} loss {h['loss']:.3f} (drone-sat {h['drone_sat']:.3f}, "
                 f"text {h['text']:.3f}) scale {h['scale']:.1f} {rate:.2f} steps/s")  # fmt: skip
+    save(done)
     model.eval()
     ckpt = out / "geobridge-demo.pth"
     torch.save(model.state_dict(), ckpt)
     report = {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        "config": _config_dict(cfg),
         "pairs": int(n),
         "steps_done": done,
+        "complete": done >= cfg.steps,
         "render_seconds": round(render_s, 1),
-        "train_seconds": round(time.perf_counter() - t1, 1),
+        "train_seconds": round(spent + time.perf_counter() - t1, 1),
         "history": history,
+        "heldout_curve": curve,
     }
     (out / "train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {ckpt} ({report['train_seconds']:.0f} s training, {render_s:.0f} s rendering)")

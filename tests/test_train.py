@@ -105,3 +105,48 @@ def test_ablation_switches_train(tmp_path):
     for i, switches in enumerate(VARIANTS.values()):
         ckpt = train(replace(cfg, **switches), tmp_path / str(i), lambda _: None, pairs=pairs)
         assert ckpt.is_file()
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    """Two short runs with the same folder equal one run of the same steps: the saved state
+    carries model, optimiser, data order and step; a run with other settings is refused."""
+    import json
+
+    import torch
+
+    from geobridge_qgis.core.errors import UserError
+
+    cfg = TrainConfig(seeds=(1000,), world_km=0.5, views_per_world=16, styles_per_world=1,
+                      steps=4, batch=8, warmup=1, heldout_seed=1001, heldout_views=8,
+                      eval_every=2)  # fmt: skip
+    whole = train(cfg, tmp_path / "whole", log=lambda _: None)
+    # A run that stops after two steps (a budget of zero minutes after the first check).
+    from dataclasses import replace
+
+    part = tmp_path / "part"
+    calls = {"n": 0}
+    real = time_perf = __import__("time").perf_counter
+
+    def clock():
+        calls["n"] += 1
+        return real() + (1e6 if calls["n"] > 12 else 0.0)
+
+    import geolab.train as T
+
+    T.time.perf_counter = clock
+    try:
+        train(replace(cfg, max_minutes=1.0), part, log=lambda _: None)
+    finally:
+        T.time.perf_counter = time_perf
+    first = json.loads((part / "train.json").read_text())
+    assert 0 < first["steps_done"] < cfg.steps and not first["complete"]
+    lines: list[str] = []
+    resumed = train(cfg, part, log=lines.append)
+    assert any(line.startswith(f"resuming at step {first['steps_done']}") for line in lines)
+    report = json.loads((part / "train.json").read_text())
+    assert report["steps_done"] == cfg.steps and report["complete"]
+    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [c["step"] for c in report["heldout_curve"]] == [0, 2, 4]
+    with pytest.raises(UserError, match="other settings"):
+        train(replace(cfg, lr=1e-3), part, log=lambda _: None)
