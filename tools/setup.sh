@@ -5,7 +5,9 @@
 set -euo pipefail
 GPU="${GPU:-0}"
 VENV="${VENV:-.venv}"
-DEBS="qgis python3-qgis python3-gdal python3-venv"
+# xvfb, xdotool, imagemagick: `make test-desktop` runs the real QGIS on a virtual screen and
+# photographs it.
+DEBS="qgis python3-qgis python3-gdal python3-venv xvfb xdotool imagemagick"
 
 missing=""
 for p in $DEBS; do
