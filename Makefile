@@ -3,11 +3,13 @@ SHELL := /bin/bash
 GPU ?= 0
 VENV := .venv
 PY := $(VENV)/bin/python
+# QGIS's own interpreter (Debian's QGIS embeds it): the desktop targets run with it, never the venv.
+HOST_PY := /usr/bin/python3
 STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-host lint format demo demo-model demo-release bench bench-export bench-engine package qgis clean
+.PHONY: setup test test-host test-desktop lint format demo demo-model demo-release bench bench-export bench-engine package qgis clean
 
 setup: $(STAMP)
 
@@ -32,6 +34,12 @@ test: lint
 # downloads them (about 115 MB); later runs reuse out/host-deps/.
 test-host: setup
 	tools/test_host.sh
+
+# The plugin in the real QGIS desktop (Xvfb, a fresh profile, the plugin from its zip, its packages
+# from its own installer plan), driven as a person uses it: photo, Locate, Export, Build index,
+# Locate again, quit. Screenshots and logs in out/desktop/; caches in out/qgis-cache/.
+test-desktop: setup
+	$(HOST_PY) tools/desktop_test.py
 
 # The main job on the bundled demo model and world: out/demo/results.gpkg and map.png.
 demo: setup
@@ -74,9 +82,10 @@ package: setup
 	$(VENV)/bin/bandit -q -r geobridge_qgis -ll
 	$(PY) tools/package.py --out dist
 
-# QGIS (where there is a display) with the plugin linked into a fresh profile and the demo loaded.
+# QGIS (where there is a display) with the plugin linked into a profile, its packages in the profile's
+# private folder from the plugin's own installer plan (never the venv), and the demo loaded.
 qgis: setup
-	QT_QPA_PLATFORM= $(PY) tools/qgis_demo.py
+	QT_QPA_PLATFORM= $(HOST_PY) tools/qgis_demo.py
 
 clean:
 	rm -rf out dist .pytest_cache .ruff_cache

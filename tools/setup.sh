@@ -5,7 +5,10 @@
 set -euo pipefail
 GPU="${GPU:-0}"
 VENV="${VENV:-.venv}"
-DEBS="qgis python3-qgis python3-gdal python3-venv libimage-exiftool-perl"
+# libimage-exiftool-perl: the reference reading of real photos' metadata in the tests.
+# xvfb, xdotool, imagemagick: `make test-desktop` runs the real QGIS on a virtual screen and
+# photographs it.
+DEBS="qgis python3-qgis python3-gdal python3-venv libimage-exiftool-perl xvfb xdotool imagemagick"
 
 missing=""
 for p in $DEBS; do
