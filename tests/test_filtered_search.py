@@ -154,22 +154,24 @@ def test_locate_in_a_region_gives_the_exact_candidates(big):
         assert [c.chip_ids[0] for c in a.candidates] == [c.chip_ids[0] for c in b.candidates]
 
 
-def test_small_indexes_and_edge_cases(tmp_path):
+@pytest.mark.parametrize("spread", [1, 10**6])  # compact chip ids, and ids far apart
+def test_small_indexes_and_edge_cases(tmp_path, spread):
     rng = np.random.default_rng(12)
     x = clustered(2_500, 16, rng)
-    ids = np.arange(2_500, dtype=np.int64) + 100
+    ids = np.arange(2_500, dtype=np.int64) * spread + 100
+    a, b = int(ids[3]), int(ids[5])
     for flat_max in (10**9, 0):  # each index type
         path = tmp_path / f"v{flat_max}.faiss"
         S.write_vectors(path, x, ids, flat_max=flat_max)
         s = S.VectorSearch(faiss.read_index(str(path)))
         q = x[:3]
-        scores, found = s.search(q, 10, np.array([105, 103, 103, 999_999]))  # dupes, unknown
-        assert all(set(r[:2]) == {103, 105} for r in found) and (found[:, 2:] == -1).all()
+        scores, found = s.search(q, 10, np.array([b, a, a, 7, -5]))  # repeats, unknown ids
+        assert all(set(r[:2]) == {a, b} for r in found) and (found[:, 2:] == -1).all()
         assert (scores[:, 2:] == S.PAD_SCORE).all()
         assert s.search(q, 10, np.zeros(0, np.int64))[1].tolist() == [[-1] * 10] * 3
         full = s.search(q, 5, ids)  # everything allowed: the unfiltered search
         assert (full[1][:, 0] == ids[:3]).all()
-        big_set = ids[::2]  # half the index
-        _, found = s.search(q, 5, big_set)
-        assert np.isin(found, big_set).all()
+        half = ids[::2]
+        _, found = s.search(q, 5, half)
+        assert np.isin(found, half).all()
         assert recall(found, exact_ids(x, ids, np.arange(0, 2_500, 2), q, 5)) >= 0.95

@@ -94,8 +94,16 @@ class VectorSearch:
         else:
             self.inner = index
             self.row_ids = np.arange(self.n, dtype=np.int64)
-        self._order = np.argsort(self.row_ids, kind="stable")
-        self._sorted_ids = self.row_ids[self._order]
+        # id -> row: a dense table when ids are compact (chip ids are grid positions), else a
+        # sorted copy to bisect; either answers for 100k ids in a few ms.
+        self._row_of_id = None
+        top = int(self.row_ids.max()) + 1 if self.n else 0
+        if self.n and self.row_ids.min() >= 0 and top <= 8 * self.n + 1024:
+            self._row_of_id = np.full(top, -1, np.int64)
+            self._row_of_id[self.row_ids] = np.arange(self.n)
+        else:
+            self._order = np.argsort(self.row_ids, kind="stable")
+            self._sorted_ids = self.row_ids[self._order]
         self.kind, storage = "other", None
         if isinstance(self.inner, faiss.IndexHNSWFlat):
             self.kind, storage = "hnsw", faiss.downcast_index(self.inner.storage)
@@ -111,12 +119,19 @@ class VectorSearch:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Rows of the distinct `ids` that the index holds (others are dropped)."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64).ravel()
         if not len(ids) or not self.n:
             return np.zeros(0, np.int64)
-        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self.n - 1)
-        hit = self._sorted_ids[pos] == ids
-        return np.sort(self._order[pos[hit]])
+        if self._row_of_id is not None:
+            ids = ids[(ids >= 0) & (ids < len(self._row_of_id))]
+            rows = self._row_of_id[ids]
+            rows = rows[rows >= 0]
+        else:
+            pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self.n - 1)
+            rows = self._order[pos[self._sorted_ids[pos] == ids]]
+        mask = np.zeros(self.n, bool)
+        mask[rows] = True
+        return np.flatnonzero(mask)  # sorted, each row once
 
     def plan(self, allowed: int, k: int, queries: int = 1) -> tuple[str, int]:
         """How a search limited to `allowed` chips runs: ("exact", 0), reading just the allowed
