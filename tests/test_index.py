@@ -148,3 +148,32 @@ def test_index_folder_is_not_overwritten(tiny_bundle, tiny_index, utm_raster):
     with pytest.raises(UserError, match="already exists"):
         build_index(Encoders(Bundle.load(tiny_bundle)), utm_raster, tiny_index)
     assert (tiny_index / "index.json").read_bytes() == before
+
+
+def test_both_index_types_are_built_without_factory_strings(
+    tiny_bundle, utm_raster, tmp_path, monkeypatch
+):
+    """faiss.index_factory parses its string with C++ std::regex, which aborts the QGIS desktop
+    process: the engine must build and open each index type without it."""
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("faiss.index_factory must not be called")
+
+    monkeypatch.setattr(faiss, "index_factory", refuse)
+    bundle = Bundle.load(tiny_bundle)
+    enc = Encoders(bundle)
+    for flat_max, factory, inner in ((10**6, "IDMap2,Flat", faiss.IndexFlat),
+                                     (10, "IDMap2,HNSW32", faiss.IndexHNSWFlat)):  # fmt: skip
+        out = build_index(enc, utm_raster, tmp_path / factory, flat_max=flat_max)
+        index = Index.open(out, bundle)
+        assert index.manifest["factory"] == factory
+        fi = index.faiss_index
+        assert isinstance(fi, faiss.IndexIDMap2) and fi.ntotal == index.manifest["count"] > 10
+        assert isinstance(faiss.downcast_index(fi.index), inner)
+        assert faiss.downcast_index(fi.index).metric_type == faiss.METRIC_INNER_PRODUCT
+        chip = int(index.ids[len(index.ids) // 2])
+        q = fi.reconstruct(chip)[None]
+        assert index.search(q, 1)[1][0, 0] == chip
+        allowed = index.ids[::7]
+        _, ids = index.search(q, 3, allowed)
+        assert np.isin(ids, allowed).all() and len(set(ids[0])) == 3

@@ -6,6 +6,7 @@ An index is a folder:
                   factory string, counts; an index is only used with the model that made it
     vectors.faiss FAISS inner-product index over the L2-normalised embeddings (= cosine), ids =
                   chip ids; exact "IDMap2,Flat" up to FLAT_MAX vectors, "IDMap2,HNSW32" above
+                  (built from faiss's classes, see core/search.py)
     chips.npz     chip id, size, centre (grid CRS and lon/lat), for fast lookups
     chips.gpkg    the same chips as footprint polygons (layer "chips"), for QGIS to show
 
@@ -23,7 +24,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
@@ -36,20 +37,16 @@ from .bundle import Bundle
 from .encoders import Encoders
 from .errors import UserError
 from .gdal_mode import gdal_exceptions
+from .search import FLAT, FLAT_MAX, VectorSearch, factory_for, write_vectors
 
 FORMAT = "geobridge-index"
 FORMAT_VERSION = 1
-FLAT_MAX = 200_000
 SHARD_CHIPS = 256
 BYTES_PER_CHIP_META = 220  # npz + gpkg row, measured on the demo index
 
 
 class Cancelled(Exception):
     """The user cancelled; whatever was saved is kept for a resume."""
-
-
-def factory_for(count: int) -> str:
-    return "IDMap2,Flat" if count <= FLAT_MAX else "IDMap2,HNSW32"
 
 
 @dataclass
@@ -84,9 +81,11 @@ def measure_rate(encoders: Encoders, tower: str, n: int = 16) -> float:
     return n / max(time.perf_counter() - t0, 1e-6)
 
 
-def estimate(grid: tiling.Grid, bundle: Bundle, chips_per_second: float) -> Estimate:
+def estimate(
+    grid: tiling.Grid, bundle: Bundle, chips_per_second: float, flat_max: int = FLAT_MAX
+) -> Estimate:
     n = len(grid)
-    per_vector = bundle.embed_dim * 4 + (256 if factory_for(n) != "IDMap2,Flat" else 0) + 8
+    per_vector = bundle.embed_dim * 4 + (256 if factory_for(n, flat_max) != FLAT else 0) + 8
     return Estimate(
         n, n / chips_per_second, n * (per_vector + BYTES_PER_CHIP_META), chips_per_second
     )
@@ -108,8 +107,10 @@ def build_index(
     cancelled: Callable[[], bool] | None = None,
     on_estimate: Callable[[Estimate], None] | None = None,
     reader: tiling.ChipReader | None = None,
+    flat_max: int = FLAT_MAX,
 ) -> Path:
-    """Embed every chip of `raster` in `region` and publish the index at `out`."""
+    """Embed every chip of `raster` in `region` and publish the index at `out`; an exact index
+    up to `flat_max` chips, an approximate one above."""
     out = Path(out)
     bundle = encoders.bundle
     if out.exists():
@@ -142,7 +143,7 @@ def build_index(
                 f"{work}: a half-written index from another build (other model, raster or "
                 "grid); delete it or choose another --out"
             )
-    est = estimate(grid, bundle, measure_rate(encoders, tower))
+    est = estimate(grid, bundle, measure_rate(encoders, tower), flat_max)
     if len(grid) > max_chips:
         raise UserError(
             f"{raster}: {len(grid):,} chips is over the cap of {max_chips:,} "
@@ -185,7 +186,7 @@ def build_index(
         if progress:
             rate = (stop - done0) / max(time.perf_counter() - t0, 1e-6)
             progress(stop, n, rate)
-    return _publish(work, out, grid, bundle, build, raster, region, tower)
+    return _publish(work, out, grid, bundle, build, raster, region, tower, flat_max)
 
 
 def _grid_bounds(grid: tiling.Grid) -> tuple[float, float, float, float]:
@@ -210,7 +211,7 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _publish(work, out, grid, bundle, build, raster, region, tower) -> Path:
+def _publish(work, out, grid, bundle, build, raster, region, tower, flat_max) -> Path:
     n = len(grid)
     embs, keeps = [], []
     for start in range(0, n, SHARD_CHIPS):
@@ -220,11 +221,7 @@ def _publish(work, out, grid, bundle, build, raster, region, tower) -> Path:
     keep = np.concatenate(keeps)
     vectors = np.concatenate(embs).astype(np.float32)
     ids = grid.ids[keep]
-    factory = factory_for(len(ids))
-    index = faiss.index_factory(bundle.embed_dim, factory, faiss.METRIC_INNER_PRODUCT)
-    if len(ids):
-        index.add_with_ids(vectors, ids)
-    faiss.write_index(index, str(work / "vectors.faiss"))
+    factory = write_vectors(work / "vectors.faiss", vectors, ids, flat_max)
 
     lon, lat = grid.lonlat(keep)
     np.savez(
@@ -308,6 +305,7 @@ class Index:
     cy: np.ndarray
     lon: np.ndarray
     lat: np.ndarray
+    _search: VectorSearch | None = field(default=None, repr=False, compare=False)
 
     @property
     def crs(self) -> CRS:
@@ -379,10 +377,9 @@ class Index:
     def search(
         self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [Q, k], chip ids [Q, k]; -1 where fewer than k exist)."""
-        k = max(1, min(k, self.faiss_index.ntotal))
-        params = None
-        if allowed_ids is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed_ids.astype(np.int64)))
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        return self.faiss_index.search(q, k, params=params)
+        """(scores [Q, k], chip ids [Q, k]; -1 where fewer than k exist). With `allowed_ids`,
+        what an exact search over just those chips returns, whatever the index type."""
+        fi = self.faiss_index
+        if self._search is None or self._search.index is not fi or self._search.n != fi.ntotal:
+            self._search = VectorSearch(fi)  # it reads the vectors in place: redo if they change
+        return self._search.search(queries, k, allowed_ids)
