@@ -1,21 +1,33 @@
 """Result layers in the project: candidates, footprints and heat maps, styled and grouped.
 
 Styles live in resources/styles/*.qml (the renderer, labels and ramp an analyst can edit in
-QGIS and save back). Their class breaks and ramp limits are refitted to each result: cosine
-scores of one model on one gallery span a narrow band that differs between models, so fixed
-breaks would paint every candidate the same colour. Main thread only (touches the project).
+QGIS and save back). Candidates are coloured by rank (the order re-ranking settled on), so the
+best is always the strongest colour. The heat map's ramp limits are refitted to each result:
+cosine scores of one model on one gallery span a narrow band that differs between models.
+
+Every run the dock makes is kept in the project's results store (core.store): one GeoPackage
+beside the project file (`<project>-geobridge-results.gpkg`), or in the QGIS profile folder
+while the project is unsaved, with the styles in its `layer_styles` table. Each run is a group
+of its own in "GeoBridge results", newest on top; a new run collapses and hides the earlier
+ones. Main thread only (touches the project).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
-    QgsGraduatedSymbolRenderer,
+    Qgis,
+    QgsApplication,
     QgsLayerTreeGroup,
     QgsMapLayer,
+    QgsMapLayerStyle,
+    QgsMessageLog,
     QgsProject,
     QgsRasterBandStats,
     QgsRasterLayer,
@@ -79,15 +91,11 @@ def place_in_group(layer: QgsMapLayer, kind: str, project: QgsProject | None = N
 
 
 def style_layer(layer: QgsMapLayer, kind: str) -> bool:
-    """Apply resources/styles/<kind>.qml, then fit class breaks / ramp limits to the data."""
+    """Apply resources/styles/<kind>.qml, then fit a heat map's ramp limits to its values."""
     _message, ok = layer.loadNamedStyle(str(style_path(kind)))
     if not ok:
         return False
-    if kind == "candidates" and isinstance(layer, QgsVectorLayer):
-        renderer = layer.renderer()
-        if isinstance(renderer, QgsGraduatedSymbolRenderer) and layer.featureCount() > 1:
-            renderer.updateClasses(layer, max(1, len(renderer.ranges())))
-    elif kind == "heatmap" and isinstance(layer, QgsRasterLayer):
+    if kind == "heatmap" and isinstance(layer, QgsRasterLayer):
         _fit_ramp(layer)
     layer.triggerRepaint()
     return True
@@ -161,29 +169,118 @@ def add_heatmaps(
     return layers
 
 
-def add_result_layers(
-    gpkg: Path | str,
-    project: QgsProject | None = None,
-    label: str | None = None,
-    query_ids: list[int] | None = None,
-) -> ResultLayers:
-    """Load a results GeoPackage's candidates, footprints and heat maps into the results
-    group, styled. Heat maps go below the vectors so the points stay visible."""
+# ---------------------------------------------------------------- the project's results store
+
+RUN_PROPERTY = "geobridge/run"
+STORE_ENTRY = ("geobridge", "results_store")  # project entry: an unsaved project's store
+
+
+def project_store(project: QgsProject | None = None) -> Path:
+    """The results GeoPackage of `project`: beside its file when it has been saved, else one
+    in the QGIS profile folder. The choice is remembered in the project, so that all its runs
+    stay in one file (saving the project later does not split them)."""
+    project = project or QgsProject.instance()
+    remembered, _ok = project.readEntry(*STORE_ENTRY, "")
+    if remembered:
+        return Path(project.readPath(remembered))
+    path = None
+    if project.absoluteFilePath():
+        path = Path(project.absolutePath()) / f"{project.baseName()}-geobridge-results.gpkg"
+        if not os.access(path.parent, os.W_OK):
+            path = None
+    if path is None:
+        folder = Path(QgsApplication.qgisSettingsDirPath()) / "geobridge"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        n = 0
+        while (path := folder / f"results-{stamp}{f'-{n}' if n else ''}.gpkg").exists():
+            n += 1
+    project.writeEntry(*STORE_ENTRY, project.writePath(str(path)))
+    return path
+
+
+def _run_group_name(parent: QgsLayerTreeGroup, run: Any) -> str:
+    name = f"{run.label} {run.time}"
+    taken = {child.name() for child in parent.children()}
+    return name if name not in taken else f"{name} #{run.run_id}"
+
+
+def _apply_stored_or_default(layer: QgsMapLayer, kind: str, gpkg: Path, table: str) -> None:
+    """The style stored for `table` in the GeoPackage, else the plugin's, stored there now."""
+    from .core import store
+
+    qml = store.style_of(gpkg, table)
+    if qml:
+        if isinstance(layer, QgsRasterLayer):  # QGIS 3.22 loads stored styles of vectors only
+            QgsMapLayerStyle(qml).writeToLayer(layer)
+        return
+    style_layer(layer, kind)
+    if isinstance(layer, QgsVectorLayer):
+        error = layer.saveStyleToDatabase("GeoBridge", f"GeoBridge {kind}", True, "")
+        if error:  # the layer is still styled in the project; only the GeoPackage lacks it
+            QgsMessageLog.logMessage(
+                f"{gpkg}: cannot store the style of {table}: {error}", "GeoBridge", Qgis.Warning
+            )
+    else:
+        saved = QgsMapLayerStyle()
+        saved.readFromLayer(layer)
+        store.save_style(gpkg, table, saved.xmlData())
+
+
+def add_run_layers(gpkg: Path | str, run: Any, project: QgsProject | None = None) -> ResultLayers:
+    """A run of a results store (or of a GeoPackage exported from one) as a group of styled
+    layers on top of "GeoBridge results"; the groups of earlier runs are collapsed and
+    hidden. A style stored in the GeoPackage wins over the plugin's own."""
     project = project or QgsProject.instance()
     gpkg = Path(gpkg)
-    label = label or gpkg.stem
+    parent = results_group(project)
+    for child in parent.children():
+        if isinstance(child, QgsLayerTreeGroup) and child.customProperty(RUN_PROPERTY):
+            child.setExpanded(False)
+            child.setItemVisibilityChecked(False)
+    name = _run_group_name(parent, run)
     out = ResultLayers()
     for kind in ("candidates", "footprints"):
-        layer = QgsVectorLayer(f"{gpkg}|layername={kind}", f"{label} {kind}", "ogr")
-        setattr(out, kind, layer if layer.isValid() else None)
-    out.heatmaps = heatmap_layers(gpkg, label, query_ids)
-    for layer, kind in [
-        (out.candidates, "candidates"),
-        (out.footprints, "footprints"),
-        *((h, "heatmap") for h in out.heatmaps),
+        table = run.table(kind)
+        layer = QgsVectorLayer(f"{gpkg}|layername={table}", f"{name} {kind}", "ogr")
+        if table and layer.isValid():
+            setattr(out, kind, layer)
+    heat_tables = []
+    for table in run.heatmaps:
+        suffix = table.split("_", 2)[2] if table.count("_") == 2 else ""
+        raster = QgsRasterLayer(
+            f"GPKG:{gpkg}:{table}", f"{name} heat map{f' {suffix}' if suffix else ''}", "gdal"
+        )
+        if raster.isValid():
+            out.heatmaps.append(raster)
+            heat_tables.append(table)
+    group = parent.insertGroup(0, name)
+    group.setCustomProperty(RUN_PROPERTY, str(run.run_id))
+    for layer, kind, table in [
+        (out.candidates, "candidates", run.table("candidates")),
+        (out.footprints, "footprints", run.table("footprints")),
+        *((h, "heatmap", t) for h, t in zip(out.heatmaps, heat_tables, strict=True)),
     ]:
         if layer is None:
             continue
-        style_layer(layer, kind)
-        place_in_group(layer, kind, project)
+        _apply_stored_or_default(layer, kind, gpkg, table)
+        layer.setCustomProperty(KIND_PROPERTY, kind)
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
     return out
+
+
+def store_runs(project: QgsProject | None = None) -> list[Any]:
+    """The runs kept for `project` (core.store.Run), oldest first."""
+    from .core.store import runs
+
+    return runs(project_store(project))
+
+
+def export_runs(run_ids: list[int], path: Path | str, project: QgsProject | None = None) -> Path:
+    """Copy the chosen runs of the project's store, styles included, to a GeoPackage."""
+    from .core.store import export_runs as export
+
+    path = Path(path)
+    if path.suffix.lower() != ".gpkg":
+        path = path.with_suffix(".gpkg")
+    return export(project_store(project), run_ids, path)

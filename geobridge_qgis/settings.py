@@ -4,8 +4,9 @@ Keys (all under "geobridge/", in the user's QGIS profile):
 
 - ``geobridge/bundles_folder`` (str, default ""): where model bundles are; the dock's bundle
   picker starts there when no bundle was chosen yet.
-- ``geobridge/index_cache_folder`` (str, default ""): where indexes are kept; "" means
-  QGIS's temporary folder.
+- ``geobridge/index_cache_folder`` (str, default ""): where indexes are kept; "" means the
+  QGIS profile's geobridge/indexes (the dock names one folder per layer, region, grid and
+  model there, so that a build started again resumes).
 - ``geobridge/providers`` (str, default "tensorrt,cuda,cpu"): onnxruntime execution
   providers in order of preference, comma-separated short names (tensorrt, cuda, cpu, or a
   full name such as "CUDAExecutionProvider"); `providers()` gives onnxruntime's names.

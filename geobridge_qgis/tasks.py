@@ -158,8 +158,10 @@ class LocateTask(EngineTask):
     """Locate photos and/or a description in the background; `result` is a
     `service.LocateOutcome`.
 
-    With `add_layers`, finished() (the main thread, where the project may be touched) adds
-    the result layers to the project's "GeoBridge results" group; `layers` then holds them.
+    With `add_layers`, the run is kept in the project's results store (`layers.project_store`,
+    copied there by the engine thread) and finished() (the main thread, where the project may
+    be touched) adds its layers as a group of "GeoBridge results"; `layers` then holds them and
+    `run` the store's record. A run that found nothing adds no layers.
     """
 
     def __init__(self, request: Any, add_layers: bool = True):
@@ -168,6 +170,12 @@ class LocateTask(EngineTask):
         self.request = with_settings(request)
         self.add_layers = add_layers
         self.layers: Any = None
+        self.run: Any = None
+        self.store: Path | None = None
+        if add_layers:
+            from .layers import project_store
+
+            self.store = project_store()  # read here: the project is the main thread's
 
     def _work(self) -> Any:
         from .core import service
@@ -176,15 +184,21 @@ class LocateTask(EngineTask):
             self.request, self._progress, self.isCanceled, self.messages.append
         )
         self.messages.extend(service.summary_line(q) for q in outcome.queries)
+        if self.store is not None and outcome.out is not None:
+            if any(q.candidates for q in outcome.queries):
+                from .core.store import import_run
+
+                label = outcome.queries[0].label if len(outcome.queries) == 1 else outcome.out.stem
+                self.run = import_run(self.store, outcome.out, label)
+            else:
+                self.messages.append("no candidates: no layers added")
         return outcome
 
     def _on_success(self) -> None:
-        if self.add_layers:
-            from .layers import add_result_layers
+        if self.add_layers and self.run is not None:
+            from .layers import add_run_layers
 
-            outcome = self.result
-            label = outcome.queries[0].label if len(outcome.queries) == 1 else outcome.out.stem
-            self.layers = add_result_layers(outcome.out, label=label, query_ids=outcome.query_ids)
+            self.layers = add_run_layers(self.store, self.run)
 
 
 class PhotoInfoTask(EngineTask):

@@ -6,12 +6,13 @@ run through QGIS's task manager, and tests wait for them with a bounded event lo
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, textured, write_geotiff
 from osgeo import gdal, ogr
 from PIL import Image
 from pyproj import Transformer
@@ -116,12 +117,12 @@ def test_dock_locates_a_photo_end_to_end(
     gpkg = dock.outcome.out
     ds = ogr.Open(str(gpkg))
     rows = sorted(
-        (f["rank"], f["score"], f["probability"], f["lon"], f["lat"])
+        (f["rank"], f["score"], f["probability"], f["lon"], f["lat"], f["cosine"])
         for f in ds.GetLayerByName("candidates")
     )
     ds = None
     assert dock.table.rowCount() == len(rows) == 5
-    for r, (rank, score, prob, c_lon, c_lat) in enumerate(rows):
+    for r, (rank, score, prob, c_lon, c_lat, cosine) in enumerate(rows):
         assert dock.table.item(r, 0).text() == str(rank)
         assert dock.table.item(r, 1).text() in ("retrieval", "reranked", "refined", "match failed")
         assert dock.table.item(r, 2).data(Qt.UserRole) == pytest.approx(score, abs=1e-6)
@@ -129,11 +130,19 @@ def test_dock_locates_a_photo_end_to_end(
         distance = dock.table.item(r, 6).data(Qt.UserRole)
         assert distance == pytest.approx(haversine_m(c_lon, c_lat, lon, lat), abs=0.5)
         assert dock.table.item(r, 6).text() == f"{distance:,.0f} m"
+        assert dock.table.item(r, 7).data(Qt.UserRole) == pytest.approx(cosine, abs=1e-6)
+    # What is shown agrees with the rank: score and probability fall as the rank grows.
+    assert [row[1] for row in rows] == sorted((row[1] for row in rows), reverse=True)
+    assert [row[2] for row in rows] == sorted((row[2] for row in rows), reverse=True)
 
-    # The result layers are in the project's results group, with the expected fields.
+    # The result layers are in the project's results group, in a group named by the photo
+    # and the time, with the expected fields.
     group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
-    layers = {node.layer().name(): node.layer() for node in group.findLayers()}
-    assert set(layers) == {"photo.jpg candidates", "photo.jpg footprints", "photo.jpg heat map"}
+    (run,) = group.children()
+    assert run.name().startswith("photo.jpg ") and len(run.name()) == len("photo.jpg 12:34:56")
+    layers = {node.layer().name()[len(run.name()) + 1 :]: node.layer() for node in run.findLayers()}
+    assert list(layers) == ["candidates", "footprints", "heat map"]
+    layers = {f"photo.jpg {kind}": layer for kind, layer in layers.items()}
     candidates = layers["photo.jpg candidates"]
     assert {"rank", "score", "probability", "lon", "lat", "chip_ids"} <= set(
         candidates.fields().names()
@@ -414,5 +423,54 @@ def test_dock_builds_an_index_of_the_active_raster_layer(
 
         opened = Index.open(index, Bundle.load(tiny_bundle))  # made by this bundle
         assert opened.manifest["count"] > 100 and dock.build_button.isEnabled()
+    finally:
+        settings.set_index_cache_folder(saved)
+
+
+def test_dock_build_cancelled_and_started_again_resumes(
+    dock, qgis_iface, tiny_bundle, tmp_path, geobridge_processing
+):
+    from geobridge_qgis import settings
+    from geobridge_qgis.core import defaults, tiling
+    from geobridge_qgis.core.index import SHARD_CHIPS, Index
+
+    # 2.4 km square: ~3,300 chips of the default sizes, thirteen shards to cancel among.
+    raster = write_geotiff(tmp_path / "wide.tif", textured(2000, 2000, seed=5), gsd=1.2)
+    total = len(tiling.plan_grid(tiling.open_raster(raster), chip_sizes=defaults.CHIP_SIZES))
+    saved = settings.index_cache_folder()
+    settings.set_index_cache_folder(str(tmp_path / "indexes"))
+    try:
+        dock.bundle_edit.setFilePath(str(tiny_bundle))
+        layer = QgsRasterLayer(str(raster), "wide area")
+        QgsProject.instance().addMapLayer(layer)
+        qgis_iface.setActiveLayer(layer)
+        values: list[int] = []
+        dock.progress.valueChanged.connect(values.append)
+        assert dock.build_index()
+        wait_for(lambda: any(v > 0 for v in values))
+        dock.cancel()
+        wait_for(lambda: not dock.is_busy())
+        assert dock.status.text().startswith("Cancelled; building again resumes"), (
+            dock.status.text()
+        )
+        (partial,) = (tmp_path / "indexes").glob("wide_area-*.partial")
+        kept = len(list((partial / "shards").glob("*.npz")))
+        assert 0 < kept < math.ceil(total / SHARD_CHIPS)  # really half-way
+
+        values.clear()
+        QTest.mouseClick(dock.build_button, Qt.LeftButton)
+        wait_for(lambda: not dock.is_busy(), 300)
+        assert dock.status.text().startswith("Index ready"), dock.status.text()
+        index = Path(dock.index_edit.filePath())
+        assert index.name == partial.name[: -len(".partial")] and not partial.exists()
+        # Its first progress is past the kept shards: they were reused, not redone.
+        first = next(v for v in values if v > 0)
+        assert first >= int(100 * (kept + 1) * SHARD_CHIPS / total) > 0
+        manifest = Index.open(index).manifest
+        assert manifest["count"] + manifest["skipped"] == total
+
+        # Built once, found again: a third click starts nothing.
+        assert dock.build_index() and not dock.is_busy()
+        assert "built before from the same inputs" in dock.status.text()
     finally:
         settings.set_index_cache_folder(saved)

@@ -168,8 +168,10 @@ def test_cli_locate_a_chip_and_json(tiny_bundle, tiny_index, utm_raster, tmp_pat
     assert q.GetField("kind") == "photo+text" and q.GetField("text") == "a field"
     heat = gdal.Open(str(tmp_path / "heat.tif"))
     assert heat.GetSpatialRef().GetAuthorityCode(None) == "32633"
-    # The best chip seeds one of the candidates (re-ranking may have moved it down).
-    assert np.nanmax(heat.ReadAsArray()) == pytest.approx(max(c["score"] for c in cands), abs=1e-5)
+    # The best chip seeds one of the candidates (re-ranking may have moved it down); the heat
+    # map holds retrieval cosines, which the candidates keep as `cosine`.
+    assert np.nanmax(heat.ReadAsArray()) == pytest.approx(max(c["cosine"] for c in cands), abs=1e-5)
+    assert [c["score"] for c in cands] == sorted((c["score"] for c in cands), reverse=True)
     assert all(c["method"] in ("reranked", "refined") and c["match"] for c in cands)
     # Retrieval alone: the flags switch the geometric step off; the JSON says so.
     r = run_cli("geobridge_qgis", "locate", "--bundle", tiny_bundle, "--index", tiny_index,

@@ -38,6 +38,7 @@ CANDIDATE_FIELDS = {
     "rank",
     "score",
     "probability",
+    "cosine",
     "lon",
     "lat",
     "size_m",
@@ -46,6 +47,7 @@ CANDIDATE_FIELDS = {
     "chip_ids",
     "method",
     "retrieval_rank",
+    "merged_ranks",
     "rank_score",
     "match_ok",
     "match_note",
@@ -699,11 +701,10 @@ def test_run_and_load_results_adds_styled_layers_to_the_results_group(
     ]
     candidates, footprints, heat = layers
     renderer = candidates.renderer()
-    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "score"
-    scores = [f["score"] for f in candidates.getFeatures()]
-    # Class breaks fitted to this result's scores, not the style file's placeholders.
-    assert renderer.ranges()[0].lowerValue() == pytest.approx(min(scores), abs=1e-6)
-    assert renderer.ranges()[-1].upperValue() == pytest.approx(max(scores), abs=1e-6)
+    # Coloured by rank (what re-ranking settled on), so the best is the strongest colour.
+    assert isinstance(renderer, QgsGraduatedSymbolRenderer) and renderer.classAttribute() == "rank"
+    first = renderer.rangeForValue(1).symbol().color()
+    assert all(first.lightnessF() < r.symbol().color().lightnessF() for r in renderer.ranges()[1:])
     assert candidates.labelsEnabled()
     assert candidates.labeling().settings().fieldName == "rank"
     assert footprints.geometryType() == 2 and footprints.featureCount() == 6

@@ -13,10 +13,16 @@ it seeds a new one. A candidate's score is its seed's cosine; its probability is
 softmax(logit_scale * score) over the candidates retrieved; its location is the centroid of its
 chips weighted by softmax(logit_scale * cosine) within it (the score-weighted centroid, with the
 model's own temperature); its footprint is the seed chip's square.
+
+After geometric re-ranking (core.refine) a candidate's `score` is the rank score that ordered
+it (its retrieval cosine stays in `cosine`), the probability is recomputed from that score, and
+refined candidates that landed on the same spot are merged into one (`merge_same_spot`): the
+table's score, the probability and the rank then always agree.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +37,10 @@ from .priors import PriorOptions, priors_for
 from .refine import Match, Matcher, RasterUnavailable, rerank
 
 MERGE_OVERLAP = 0.25
+# Refined centres closer than this many (combined) standard deviations, or than MERGE_MIN_M
+# (a few metres: one photo cannot be in two places that close), are one place.
+MERGE_SIGMAS = 2.0
+MERGE_MIN_M = 5.0
 DEFAULT_ROTATIONS = defaults.ROTATIONS
 
 
@@ -60,7 +70,7 @@ def fuse(photo: np.ndarray | None, text: np.ndarray | None, text_weight: float =
 @dataclass
 class Candidate:
     rank: int
-    score: float
+    score: float  # what ordered the candidates: the rank score once re-ranked, else `cosine`
     probability: float
     x: float  # in the index's grid CRS
     y: float
@@ -80,6 +90,12 @@ class Candidate:
     heading_sigma_deg: float | None = None
     centre_sigma_m: float | None = None
     retrieval_lonlat: tuple[float, float] | None = None  # before refinement moved it
+    cosine: float | None = None  # the seed chip's retrieval cosine (default: `score`)
+    merged_ranks: list[int] = field(default_factory=list)  # all retrieval ranks it stands for
+
+    def __post_init__(self) -> None:
+        if self.cosine is None:
+            self.cosine = self.score
 
     def as_dict(self, crs=None) -> dict:
         """JSON-ready; with the index's `crs`, the footprint as WGS84 WKT (else grid CRS)."""
@@ -87,6 +103,7 @@ class Candidate:
             "rank": self.rank,
             "method": self.method,
             "score": round(self.score, 6),
+            "cosine": round(self.cosine, 6),
             "rank_score": None if self.rank_score is None else round(self.rank_score, 6),
             "probability": round(self.probability, 6),
             "lon": round(self.lon, 7),
@@ -97,6 +114,7 @@ class Candidate:
             "rotation_deg": self.rotation,
             "retrieval_rank": self.retrieval_rank,
             "chip_ids": self.chip_ids,
+            "merged_ranks": self.merged_ranks,
             "match": self.match.as_dict() if self.match else None,
         }
         if self.method == "refined":
@@ -299,6 +317,54 @@ class QueryOptions:
                 "rerank_top": self.rerank_top, "priors": self.priors.as_dict()}  # fmt: skip
 
 
+def set_probabilities(candidates: list[Candidate], logit_scale: float) -> None:
+    """probability = softmax(logit_scale * score) over the candidates, in their order: the
+    score that ranked them, so that probability falls with rank (ties aside)."""
+    if not candidates:
+        return
+    scores = np.array([c.score for c in candidates], np.float64)
+    prob = np.exp(logit_scale * (scores - scores.max()))
+    for c, p in zip(candidates, prob / prob.sum(), strict=True):
+        c.probability = float(p)
+
+
+def merge_same_spot(candidates: list[Candidate]) -> list[Candidate]:
+    """Refined candidates whose centres agree within their uncertainty are one place, seen
+    from two neighbouring chips: the two would split the probability between them. The
+    better ranked keeps its rank, score, centre and footprint, and takes the other's chips;
+    it stands for the best retrieval rank (and cosine) among them, the others' retrieval
+    ranks are kept in `merged_ranks`. Candidates are re-numbered from 1."""
+    kept: list[Candidate] = []
+    for c in candidates:
+        same = next((k for k in kept if _same_spot(k, c)), None)
+        if same is None:
+            kept.append(c)
+            continue
+        ranks = set(same.merged_ranks or [same.retrieval_rank]) | set(
+            c.merged_ranks or [c.retrieval_rank]
+        )
+        same.merged_ranks = sorted(ranks)
+        if c.retrieval_rank < same.retrieval_rank:
+            same.retrieval_rank, same.retrieval_lonlat = c.retrieval_rank, c.retrieval_lonlat
+            same.cosine = c.cosine
+        chips = dict(zip(same.chip_ids, same.chip_scores, strict=True))
+        for i, sc in zip(c.chip_ids, c.chip_scores, strict=True):
+            chips[i] = max(sc, chips.get(i, sc))
+        order = sorted(chips, key=lambda i: -chips[i])
+        same.chip_ids, same.chip_scores = order, [chips[i] for i in order]
+    for r, c in enumerate(kept, start=1):
+        c.rank = r
+    return kept
+
+
+def _same_spot(a: Candidate, b: Candidate) -> bool:
+    if a.method != "refined" or b.method != "refined":
+        return False
+    sigmas = [s for s in (a.centre_sigma_m, b.centre_sigma_m) if s is not None and np.isfinite(s)]
+    tolerance = max(MERGE_SIGMAS * math.sqrt(sum(s * s for s in sigmas)), MERGE_MIN_M)
+    return float(np.hypot(a.x - b.x, a.y - b.y)) <= tolerance
+
+
 def matcher_for(index: Index) -> tuple[Matcher | None, str | None]:
     """(matcher, None), or (None, why re-ranking cannot run: said once per run)."""
     try:
@@ -347,14 +413,11 @@ def locate_query(
         for c in res.candidates:
             if c.method == "refined":
                 c.lon, c.lat = (float(v) for v in to_ll.transform(c.x, c.y))
-        scores = np.array([c.rank_score if c.rank_score is not None else c.score
-                           for c in res.candidates])  # fmt: skip
-        prob = np.exp(encoders.bundle.logit_scale * (scores - scores.max()))
-        for c, p in zip(res.candidates, prob / prob.sum(), strict=True):
-            c.probability = float(p)
+        res.candidates = merge_same_spot(res.candidates)
+        set_probabilities(res.candidates, encoders.bundle.logit_scale)
         res.timings["rerank"] = time.perf_counter() - t2
     res.candidates = res.candidates[: o.top_k]
-    new_rank = {c.retrieval_rank: c.rank for c in res.candidates}
+    new_rank = {r: c.rank for c in res.candidates for r in (c.retrieval_rank, *c.merged_ranks)}
     res.chips = [(i, s, new_rank[r]) for i, s, r in res.chips if r in new_rank]
     res.seconds = time.perf_counter() - t0
     return res

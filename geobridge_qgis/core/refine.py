@@ -323,13 +323,16 @@ def rerank(candidates: list, matcher: Matcher, top_n: int, refine: bool = True,
            footprint_m: float | None = None) -> list:  # fmt: skip
     """Candidates re-ranked by geometric evidence (see the module docstring); the first `top_n`
     are matched, the rest keep their retrieval order below them. With `refine`, an accepted
-    candidate takes the match's centre, footprint and heading."""
+    candidate takes the match's centre, footprint and heading. A matched candidate's `score`
+    becomes its rank score (the retrieval cosine stays in `cosine`): what is shown is what
+    ordered them."""
     head, tail = candidates[:top_n], candidates[top_n:]
     for c in head:
         m = matcher.match(c.x, c.y, c.size_m, footprint_m)
         c.match = m
         c.method = "reranked"
-        c.rank_score = c.score + GEO_WEIGHT * m.confidence + (ACCEPTED_BONUS if m.ok else 0.0)
+        c.rank_score = c.cosine + GEO_WEIGHT * m.confidence + (ACCEPTED_BONUS if m.ok else 0.0)
+        c.score = c.rank_score
         if m.ok and refine:
             c.method = "refined"
             c.x, c.y, c.footprint = m.x, m.y, m.footprint

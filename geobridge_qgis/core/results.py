@@ -2,7 +2,8 @@
 
 Layers (all in EPSG:4326 so that queries against indexes in different UTM zones share them):
 `candidates` (points, one per candidate: the refined centre when geometric refinement accepted
-it, with its heading and uncertainties and the match statistics), `footprints` (the refined
+it, with its heading and uncertainties and the match statistics; `score` is what ordered them,
+`cosine` the retrieval cosine), `footprints` (the refined
 footprint, else the candidate's chip square),
 `query` (a table: what was asked, of which model and index, with which parameters, when, on
 which device) and, per query, a Float32 raster `heatmap_<query_id>` of chip scores in the
@@ -49,8 +50,9 @@ class QueryRecord:
 _CANDIDATE_FIELDS = [
     ("query_id", ogr.OFTInteger),
     ("rank", ogr.OFTInteger),
-    ("score", ogr.OFTReal),
+    ("score", ogr.OFTReal),  # what ordered them: the rank score once re-ranked, else the cosine
     ("probability", ogr.OFTReal),
+    ("cosine", ogr.OFTReal),  # the retrieval cosine of the candidate's best chip
     ("lon", ogr.OFTReal),
     ("lat", ogr.OFTReal),
     ("size_m", ogr.OFTReal),
@@ -59,6 +61,7 @@ _CANDIDATE_FIELDS = [
     ("chip_ids", ogr.OFTString),
     ("method", ogr.OFTString),  # retrieval / reranked / refined
     ("retrieval_rank", ogr.OFTInteger),
+    ("merged_ranks", ogr.OFTString),  # retrieval ranks of refined candidates merged into it
     ("rank_score", ogr.OFTReal),
     ("match_ok", ogr.OFTInteger),
     ("match_note", ogr.OFTString),
@@ -142,6 +145,7 @@ def _write(path: Path, items) -> None:
             f = ogr.Feature(cand.GetLayerDefn())
             values = dict(
                 query_id=record.query_id, rank=c.rank, score=c.score, probability=c.probability,
+                cosine=c.cosine, merged_ranks=",".join(map(str, c.merged_ranks)) or None,
                 lon=c.lon, lat=c.lat, size_m=c.size_m, rotation_deg=c.rotation,
                 n_chips=len(c.chip_ids), chip_ids=",".join(map(str, c.chip_ids)),
                 method=c.method, retrieval_rank=c.retrieval_rank, rank_score=c.rank_score,

@@ -115,6 +115,61 @@ class IndexRequest:
     precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
 
 
+def index_identity(request: IndexRequest, source_id: str | None = None) -> dict:
+    """What makes two builds the same build: the raster's identity, region, grid, tower and
+    model. A file is known by its resolved path, size and modification time (a raster rewritten
+    in place is another raster); anything else by `source_id` or its source string."""
+    from .bundle import Bundle
+
+    raster = str(request.raster)
+    if source_id is None:
+        source_id = raster
+        if Path(raster).is_file():
+            st = Path(raster).stat()
+            source_id = f"{Path(raster).resolve()}|{st.st_size}|{int(st.st_mtime)}"
+    return {
+        "source": source_id,
+        "region": _region_key(request.region),
+        "chip_sizes": [float(s) for s in request.chip_sizes],
+        "overlap": float(request.overlap),
+        "tower": request.tower,
+        "model_id": Bundle.load(request.bundle, check_files=False).model_id,
+    }
+
+
+def _region_key(region: RegionSpec) -> Any:
+    from .tiling import Region
+
+    if region is None:
+        return None
+    if isinstance(region, Region):
+        if region.geometry is None:
+            return None
+        return [region.geometry.ExportToWkt(), region.crs.to_wkt() if region.crs else None]
+    if isinstance(region, Path):
+        st = region.stat() if region.is_file() else None
+        return [str(region.resolve()), st.st_size if st else 0, int(st.st_mtime) if st else 0]
+    if isinstance(region, tuple):
+        return [str(part) for part in region]
+    return str(region)
+
+
+def index_folder_for(
+    request: IndexRequest, root: Path | str, name: str | None = None, source_id: str | None = None
+) -> Path:
+    """`<root>/<name>-<hash>`: the one folder for this build's inputs (`index_identity`), so
+    that building again after a cancel or a crash resumes from its `.partial` shards instead
+    of starting over. `name` (default: the raster's stem) only makes the folder readable."""
+    import hashlib
+    import json
+
+    identity = json.dumps(index_identity(request, source_id), sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
+    stem = name if name is not None else Path(str(request.raster)).stem
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40] or "index"
+    return Path(root) / f"{stem}-{digest}"
+
+
 @dataclass
 class IndexOutcome:
     folder: Path
@@ -405,6 +460,7 @@ def locate(
     not cost nine queries. Raises `UserError` for the user's mistakes and `index.Cancelled`
     when `cancelled()` turned true between queries.
     """
+    from . import preflight
     from .index import Cancelled
     from .photo import read_photo_with_meta
     from .results import check_writable, write_heatmap_tif
@@ -428,12 +484,14 @@ def locate(
     )  # fmt: skip
     region = resolve_region(request.region, session.index.crs)
     loaded = [(p, *read_photo_with_meta(p)) for p in photos]
+    options = request.query_options(region)
+    # A search that can find nothing is said before any encoding, and writes nothing.
+    preflight.check(session.index, region, loaded, options.priors)
     log(
         f"model {session.bundle.name}, index {session.index.index_id} "
         f"({session.index.faiss_index.ntotal:,} chips), encoders on {session.encoders.device} "
         f"({session.encoders.precision})"
     )
-    options = request.query_options(region)
     text_emb = session.embed_text(text)
     outcome = LocateOutcome(
         Path(request.out) if request.out else None,

@@ -31,12 +31,11 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
-from qgis.PyQt.QtCore import QDateTime, Qt
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor, QImage, QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -63,7 +62,9 @@ from ..tasks import LocateTask, PhotoInfoTask
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp"}
 SETTINGS = "geobridge/dock/"
-COLUMNS = ["Rank", "Method", "Score", "Probability", "± m", "Heading", "Distance to photo GPS"]
+# Score: what ordered the candidates (the rank score once re-ranked); Cosine: retrieval's.
+COLUMNS = ["Rank", "Method", "Score", "Probability", "± m", "Heading", "Distance to photo GPS",
+           "Cosine"]  # fmt: skip
 
 
 def exif_summary(meta: Any) -> str:
@@ -491,10 +492,14 @@ class GeoBridgeDock(QgsDockWidget):
             params["EXTENT"] = (
                 f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [{crs}]"
             )
-        root = Path(geobridge_settings.index_cache_folder() or QgsProcessingUtils.tempFolder())
-        stamp = QDateTime.currentDateTime().toString("yyyyMMdd-HHmmss")
-        name = "".join(c if c.isalnum() else "_" for c in layer.name())[:40]
-        params["OUTPUT"] = str(root / f"{name}-{stamp}")
+        from ..index_folders import index_folder_for_layer
+
+        # One folder per layer, region, grid and model: building again resumes (or finds) it.
+        params["OUTPUT"] = str(index_folder_for_layer(layer, bundle, params.get("EXTENT")))
+        if (Path(params["OUTPUT"]) / "index.json").is_file():
+            self.index_edit.setFilePath(params["OUTPUT"])
+            self._say(f"Index ready: {params['OUTPUT']} (built before from the same inputs)")
+            return True
         alg = QgsApplication.processingRegistry().createAlgorithmById("geobridge:buildindex")
         # The context and feedback must outlive the task: they are kept on the dock.
         self._build_context = QgsProcessingContext()
@@ -585,6 +590,7 @@ class GeoBridgeDock(QgsDockWidget):
                 (f"{c.centre_sigma_m:.1f}" if refined else "–", c.centre_sigma_m),
                 (f"{c.heading_deg:.0f}°" if refined else "–", c.heading_deg),
                 (f"{distance:,.0f} m" if distance is not None else "–", distance),
+                (f"{c.cosine:.4f}", c.cosine),
             ]
             for col, (text, value) in enumerate(values):
                 item = QTableWidgetItem(text)
@@ -630,17 +636,11 @@ class GeoBridgeDock(QgsDockWidget):
         return path
 
     def _export_clicked(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(
-            self, "Export GeoBridge results", "geobridge-results.gpkg", "GeoPackage (*.gpkg)"
-        )
-        if not name:
-            return
-        try:
-            path = self.export_results(name)
-        except OSError as e:
-            self._say(f"{name}: cannot write ({e})", error=True)
-            return
-        self._say(f"Exported {path}")
+        from .run_export import export_runs_dialog
+
+        said = export_runs_dialog(self)  # the runs the analyst picks, styles included
+        if said:
+            self._say(*said)
 
     # ------------------------------------------------------------ misc
 
