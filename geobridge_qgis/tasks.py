@@ -105,9 +105,10 @@ class EngineTask(QgsTask):
     failed = pyqtSignal(str)
 
     def __init__(self, description: str):
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.result: Any = None
         self.error: str | None = None
+        self.exception: BaseException | None = None  # what made run() fail, for the caller
         self.cancelled_by_user = False
         self.messages: list[str] = []
 
@@ -122,6 +123,7 @@ class EngineTask(QgsTask):
             self.result = engine_call(self._work)
             return True
         except Exception as e:  # anything escaping run() would be lost with the thread
+            self.exception = e
             self.error, self.cancelled_by_user = describe_error(e)
             return False
 

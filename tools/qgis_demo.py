@@ -33,6 +33,7 @@ def prepare() -> Path:
     )
     from qgis.PyQt.QtCore import QSettings
 
+    from geobridge_qgis import settings as plugin_settings
     from geobridge_qgis.core.bundle import Bundle
     from geobridge_qgis.core.encoders import Encoders
     from geobridge_qgis.core.index import build_index
@@ -58,8 +59,8 @@ def prepare() -> Path:
         ini.parent.mkdir(parents=True, exist_ok=True)
         settings = QSettings(str(ini), QSettings.IniFormat)
         settings.setValue("PythonPlugins/geobridge_qgis", True)
-        settings.setValue("geobridge/dock/bundle", str(bundle))
-        settings.setValue("geobridge/dock/index", str(index))
+        settings.setValue(plugin_settings.LAST_BUNDLE, str(bundle))
+        settings.setValue(plugin_settings.LAST_INDEX, str(index))
         settings.sync()
         project = QgsProject.instance()
         sat = QgsRasterLayer(str(world / "satellite.tif"), "demo satellite")
