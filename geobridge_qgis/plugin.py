@@ -6,14 +6,15 @@ every enabled plugin before its window shows.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
-from qgis.core import QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QToolBar
 
-from .paths import ICON
+from .paths import ICON, icon_path
 
 MENU = "&GeoBridge"
 TOOLBAR = "GeoBridgeToolbar"
@@ -53,13 +54,17 @@ class GeoBridgePlugin:
         self.dock_action.setCheckable(True)
         self.dock_action.toggled.connect(self.show_dock)
         self._add(self.dock_action)
-        self.rectangle_action = QAction(QIcon(str(ICON)), "Draw search rectangle", main)
+        self.rectangle_action = QAction(
+            QIcon(str(icon_path("region_rectangle"))), "Draw search rectangle", main
+        )
         self.rectangle_action.setObjectName("GeoBridgeDrawRectangle")
         self.rectangle_action.setToolTip("Draw a rectangle to search in (GeoBridge)")
         self.rectangle_action.setCheckable(True)
         self.rectangle_action.triggered.connect(lambda: self.draw_region("rectangle"))
         self._add(self.rectangle_action)
-        self.polygon_action = QAction(QIcon(str(ICON)), "Draw search polygon", main)
+        self.polygon_action = QAction(
+            QIcon(str(icon_path("region_polygon"))), "Draw search polygon", main
+        )
         self.polygon_action.setObjectName("GeoBridgeDrawPolygon")
         self.polygon_action.setToolTip(
             "Draw a polygon to search in: left clicks add vertices, a right click finishes"
@@ -67,19 +72,21 @@ class GeoBridgePlugin:
         self.polygon_action.setCheckable(True)
         self.polygon_action.triggered.connect(lambda: self.draw_region("polygon"))
         self._add(self.polygon_action)
-        basemap = QAction(QIcon(str(ICON)), "Add satellite basemap", main)
+        basemap = QAction(QIcon(str(icon_path("basemap"))), "Add satellite basemap", main)
         basemap.setObjectName("GeoBridgeAddBasemap")
         basemap.setToolTip("Add the satellite imagery XYZ layer set in the GeoBridge settings")
         basemap.triggered.connect(self.add_basemap)
         self._add(basemap)
+        # About is for the menu: the toolbar keeps the actions used while working.
         about = QAction(QIcon(str(ICON)), "About GeoBridge", main)
         about.setObjectName("GeoBridgeAbout")
         about.triggered.connect(self.show_about)
-        self._add(about)
+        self._add(about, toolbar=False)
 
-    def _add(self, action: QAction) -> None:
+    def _add(self, action: QAction, toolbar: bool = True) -> None:
         self.iface.addPluginToMenu(MENU, action)
-        self.toolbar.addAction(action)
+        if toolbar:
+            self.toolbar.addAction(action)
         self.actions.append(action)
 
     def show_dock(self, visible: bool = True) -> None:
@@ -95,7 +102,7 @@ class GeoBridgePlugin:
             from .gui.dock import GeoBridgeDock
 
             self.dock = GeoBridgeDock(self.iface, self.iface.mainWindow())
-            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
             self.dock.visibilityChanged.connect(self._dock_visibility)
             # A dock closed with its title-bar button: the Qt visibility signal only comes
             # when the main window shows; QGIS's own "closed" always does.
@@ -123,19 +130,23 @@ class GeoBridgePlugin:
             else:
                 tool, action = PolygonRegionTool(canvas), self.polygon_action
             tool.setAction(action)  # QGIS unchecks it when another tool takes over
+            tool.regionFailed.connect(self._warn)
             self.tools[kind] = tool
         canvas.setMapTool(tool)
         return tool
 
+    def _warn(self, message: str) -> None:
+        self.iface.messageBar().pushWarning("GeoBridge", message)
+
     def add_basemap(self) -> Any:
+        from .core.errors import UserError
         from .gui.maptools import add_basemap
 
         try:
-            layer = add_basemap()
-        except RuntimeError as e:
-            self.iface.messageBar().pushWarning("GeoBridge", str(e))
+            return add_basemap()
+        except UserError as e:  # the URL in the settings is the user's to fix
+            self._warn(str(e))
             return None
-        return layer
 
     def show_about(self) -> None:
         self.iface.messageBar().pushInfo(
@@ -143,38 +154,68 @@ class GeoBridgePlugin:
         )
 
     def unload(self) -> None:
-        if self.options_factory is not None:
-            self.iface.unregisterOptionsWidgetFactory(self.options_factory)
-            self.options_factory = None
-        if self.provider is not None:
-            QgsApplication.processingRegistry().removeProvider(self.provider)
-            self.provider = None
-        if self.dock is not None:
-            self.dock.shutdown()
-            self.dock.visibilityChanged.disconnect(self._dock_visibility)
-            self.dock.closed.disconnect(self._dock_closed)
-            self.iface.removeDockWidget(self.dock)
-            self.dock.setParent(None)
-            self.dock.deleteLater()
-            self.dock = None
+        """Remove everything the plugin added, each part on its own: a failure in one (logged
+        as the bug it is) must not leave the others behind."""
+        for step in (
+            self._unload_dock,  # first: cancels a running build or locate
+            self._unload_provider,
+            self._unload_options,
+            self._unload_tools,
+            self._unload_actions,
+            self._stop_engine,
+        ):
+            try:
+                step()
+            except Exception:  # reported; the next part still goes
+                QgsMessageLog.logMessage(
+                    traceback.format_exc(), "GeoBridge", Qgis.MessageLevel.Critical
+                )
+
+    def _unload_dock(self) -> None:
+        dock, self.dock = self.dock, None
+        if dock is None:
+            return
+        dock.shutdown()
+        dock.visibilityChanged.disconnect(self._dock_visibility)
+        dock.closed.disconnect(self._dock_closed)
+        self.iface.removeDockWidget(dock)
+        dock.setParent(None)
+        dock.deleteLater()
+
+    def _unload_options(self) -> None:
+        factory, self.options_factory = self.options_factory, None
+        if factory is not None:
+            self.iface.unregisterOptionsWidgetFactory(factory)
+
+    def _unload_provider(self) -> None:
+        provider, self.provider = self.provider, None
+        if provider is not None:
+            QgsApplication.processingRegistry().removeProvider(provider)
+
+    def _unload_tools(self) -> None:
         canvas = self.iface.mapCanvas()
-        for tool in self.tools.values():
+        tools, self.tools = list(self.tools.values()), {}
+        for tool in tools:
             if canvas.mapTool() is tool:
                 canvas.unsetMapTool(tool)
             if hasattr(tool, "remove_band"):
                 tool.remove_band()
             tool.setAction(None)
             tool.deleteLater()
-        self.tools.clear()
-        for action in self.actions:
+
+    def _unload_actions(self) -> None:
+        actions, self.actions = self.actions, []
+        for action in actions:
             self.iface.removePluginMenu(MENU, action)
             action.deleteLater()
-        self.actions.clear()
         self.dock_action = self.rectangle_action = self.polygon_action = None
-        if self.toolbar is not None:
-            self.toolbar.setParent(None)
-            self.toolbar.deleteLater()
-            self.toolbar = None
+        toolbar, self.toolbar = self.toolbar, None
+        if toolbar is not None:
+            toolbar.setParent(None)
+            toolbar.deleteLater()
+
+    @staticmethod
+    def _stop_engine() -> None:
         from .tasks import shutdown
 
         shutdown()

@@ -105,9 +105,10 @@ class EngineTask(QgsTask):
     failed = pyqtSignal(str)
 
     def __init__(self, description: str):
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.result: Any = None
         self.error: str | None = None
+        self.exception: BaseException | None = None  # what made run() fail, for the caller
         self.cancelled_by_user = False
         self.messages: list[str] = []
 
@@ -122,6 +123,7 @@ class EngineTask(QgsTask):
             self.result = engine_call(self._work)
             return True
         except Exception as e:  # anything escaping run() would be lost with the thread
+            self.exception = e
             self.error, self.cancelled_by_user = describe_error(e)
             return False
 
@@ -164,7 +166,7 @@ class LocateTask(EngineTask):
     `run` the store's record. A run that found nothing adds no layers.
     """
 
-    def __init__(self, request: Any, add_layers: bool = True):
+    def __init__(self, request: Any, add_layers: bool = True, keep: bool = True):
         label = Path(request.photos[0]).name if request.photos else "description"
         super().__init__(f"GeoBridge: locate {label}")
         self.request = with_settings(request)
@@ -172,7 +174,7 @@ class LocateTask(EngineTask):
         self.layers: Any = None
         self.run: Any = None
         self.store: Path | None = None
-        if add_layers:
+        if keep:  # every run is kept, whoever adds its layers (the dock does it itself)
             from .layers import project_store
 
             self.store = project_store()  # read here: the project is the main thread's
@@ -190,6 +192,7 @@ class LocateTask(EngineTask):
 
                 label = outcome.queries[0].label if len(outcome.queries) == 1 else outcome.out.stem
                 self.run = import_run(self.store, outcome.out, label)
+                outcome.store, outcome.run = self.store, self.run
             else:
                 self.messages.append("no candidates: no layers added")
         return outcome

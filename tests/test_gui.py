@@ -7,6 +7,7 @@ run through QGIS's task manager, and tests wait for them with a bounded event lo
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -22,7 +23,6 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRasterLayer,
-    QgsSettings,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
@@ -67,9 +67,10 @@ def gps_photo(raster: Path, path: Path) -> tuple[Path, float, float]:
 
 @pytest.fixture
 def dock(qgis_iface, qgis_new_project):
+    from geobridge_qgis import settings
     from geobridge_qgis.gui.dock import GeoBridgeDock
 
-    QgsSettings().remove("geobridge/dock")  # start from a dock nobody used
+    settings.clear_dock()  # start from a dock nobody used
     d = GeoBridgeDock(qgis_iface, qgis_iface.mainWindow())
     d.setFloating(True)
     d.resize(440, 980)
@@ -78,7 +79,7 @@ def dock(qgis_iface, qgis_new_project):
     d.shutdown()
     d.close()
     d.deleteLater()
-    QgsSettings().remove("geobridge/dock")
+    settings.clear_dock()
 
 
 def test_dock_locates_a_photo_end_to_end(
@@ -104,10 +105,10 @@ def test_dock_locates_a_photo_end_to_end(
     assert "GPS altitude 120 m a.s.l." in dock.exif_info.text()
     assert "heading 45°" in dock.exif_info.text()
     pixmap = dock.thumbnail.pixmap()
-    assert pixmap is not None and (pixmap.width(), pixmap.height()) == (180, 180)
+    assert pixmap is not None and (pixmap.width(), pixmap.height()) == (140, 140)
 
     dock.top_k.setValue(5)
-    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    QTest.mouseClick(dock.locate_button, Qt.MouseButton.LeftButton)
     assert dock.is_busy() and not dock.locate_button.isEnabled()
     wait_for(lambda: not dock.is_busy())
     assert dock.locate_button.isEnabled()
@@ -125,9 +126,11 @@ def test_dock_locates_a_photo_end_to_end(
     for r, (rank, score, prob, c_lon, c_lat, cosine) in enumerate(rows):
         assert dock.table.item(r, 0).text() == str(rank)
         assert dock.table.item(r, 1).text() in ("retrieval", "reranked", "refined", "match failed")
-        assert dock.table.item(r, 2).data(Qt.UserRole) == pytest.approx(score, abs=1e-6)
-        assert dock.table.item(r, 3).data(Qt.UserRole) == pytest.approx(prob, abs=1e-6)
-        distance = dock.table.item(r, 6).data(Qt.UserRole)
+        assert dock.table.item(r, 2).data(Qt.ItemDataRole.UserRole) == pytest.approx(
+            score, abs=1e-6
+        )
+        assert dock.table.item(r, 3).data(Qt.ItemDataRole.UserRole) == pytest.approx(prob, abs=1e-6)
+        distance = dock.table.item(r, 6).data(Qt.ItemDataRole.UserRole)
         assert distance == pytest.approx(haversine_m(c_lon, c_lat, lon, lat), abs=0.5)
         assert dock.table.item(r, 6).text() == f"{distance:,.0f} m"
         assert dock.table.item(r, 7).data(Qt.UserRole) == pytest.approx(cosine, abs=1e-6)
@@ -135,31 +138,38 @@ def test_dock_locates_a_photo_end_to_end(
     assert [row[1] for row in rows] == sorted((row[1] for row in rows), reverse=True)
     assert [row[2] for row in rows] == sorted((row[2] for row in rows), reverse=True)
 
-    # The result layers are in the project's results group, in a group named by the photo
-    # and the time, with the expected fields.
-    group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
-    (run,) = group.children()
-    assert run.name().startswith("photo.jpg ") and len(run.name()) == len("photo.jpg 12:34:56")
+    # The result layers are in a group of their own in the results group, named by the photo
+    # and the time the run started, with the expected fields.
+    results = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
+    (run,) = results.children()
+    assert re.fullmatch(r"photo\.jpg \d\d:\d\d:\d\d", run.name()), run.name()
+    assert dock.tabs.currentWidget() is dock.results  # the answer is in view
     layers = {node.layer().name()[len(run.name()) + 1 :]: node.layer() for node in run.findLayers()}
-    assert list(layers) == ["candidates", "footprints", "heat map"]
-    layers = {f"photo.jpg {kind}": layer for kind, layer in layers.items()}
-    candidates = layers["photo.jpg candidates"]
+    assert [n.layer().name() for n in run.findLayers()] == [
+        f"{run.name()} {kind}" for kind in ("candidates", "footprints", "heat map")
+    ]
+    candidates = layers["candidates"]
     assert {"rank", "score", "probability", "lon", "lat", "chip_ids"} <= set(
         candidates.fields().names()
     )
     assert candidates.featureCount() == 5
-    assert layers["photo.jpg footprints"].featureCount() == 5
+    assert layers["footprints"].featureCount() == 5
     # Refined footprints are drawn solid, chip squares dashed (resources/styles/footprints.qml).
     from qgis.core import QgsSymbolLayer
 
-    stroke = layers["photo.jpg footprints"].renderer().symbol().symbolLayer(0)
+    stroke = layers["footprints"].renderer().symbol().symbolLayer(0)
     style = stroke.dataDefinedProperties().property(QgsSymbolLayer.PropertyStrokeStyle)
     assert style.isActive() and "'refined' THEN 'solid'" in style.expressionString()
-    assert layers["photo.jpg heat map"].isValid()
+    assert layers["heat map"].isValid()
 
     # Clicking a row zooms the map to that candidate.
     rect = dock.table.visualItemRect(dock.table.item(2, 0))
-    QTest.mouseClick(dock.table.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+    QTest.mouseClick(
+        dock.table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        rect.center(),
+    )
     third = dock.outcome.queries[0].candidates[2]
     extent = canvas.extent()
     assert extent.contains(QgsPointXY(third.x, third.y))
@@ -174,8 +184,8 @@ def test_dock_locates_a_photo_end_to_end(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     QgsApplication.processEvents()
     assert dock.grab().save(str(SCREENSHOTS / "dock.png"))
-    layers_top_first = [candidates, layers["photo.jpg footprints"],
-                        layers["photo.jpg heat map"], satellite]  # fmt: skip
+    layers_top_first = [candidates, layers["footprints"],
+                        layers["heat map"], satellite]  # fmt: skip
     image = map_screenshot(layers_top_first, satellite, SCREENSHOTS / "map.png")
     # A drawn map at full resolution: the satellite's per-pixel noise makes neighbouring
     # pixels differ (an upscaled thumbnail or a blank widget would repeat them).
@@ -217,7 +227,7 @@ def test_dock_asks_for_what_is_missing(dock, qgis_iface):
     dock.bundle_edit.setFilePath("")
     dock.index_edit.setFilePath("")
     dock.photo_edit.setFilePath("")
-    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    QTest.mouseClick(dock.locate_button, Qt.MouseButton.LeftButton)
     assert not dock.is_busy()
     assert dock.status.text() == ("Give a model bundle and an index and a photo or a description.")
     assert dock.table.rowCount() == 0 and not dock.export_button.isEnabled()
@@ -240,11 +250,23 @@ def test_dropping_an_image_file_on_the_dock_sets_the_photo(dock, utm_raster, tmp
     def drag_and_drop(path: Path) -> bool:
         mime = QMimeData()
         mime.setUrls([QUrl.fromLocalFile(str(path))])
-        enter = QDragEnterEvent(QPoint(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        enter = QDragEnterEvent(
+            QPoint(20, 20),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
         QgsApplication.sendEvent(dock, enter)
         if not enter.isAccepted():
             return False
-        drop = QDropEvent(QPointF(20, 20), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+        drop = QDropEvent(
+            QPointF(20, 20),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
         QgsApplication.sendEvent(dock, drop)
         return drop.isAccepted()
 
@@ -347,7 +369,7 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
     dock.photo_edit.setFilePath(str(world / "drone" / DEMO_PHOTO))
     wait_for(lambda: dock.photo_meta is not None, 30)
     assert dock.exif_info.text().startswith("GPS ") and "heading" in dock.exif_info.text()
-    QTest.mouseClick(dock.locate_button, Qt.LeftButton)
+    QTest.mouseClick(dock.locate_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: not dock.is_busy(), 120)
     q = dock.outcome.queries[0]
     # The photo's GPS, altitude and heading narrow the search to a few chips near it.
@@ -357,7 +379,9 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
     assert haversine_m(best.lon, best.lat, float(truth["lon"]), float(truth["lat"])) < 100
     for row, c in enumerate(q.candidates):  # distances to the photo's own (noisy) GPS
         expected = haversine_m(c.lon, c.lat, q.photo_lon, q.photo_lat)
-        assert dock.table.item(row, 6).data(Qt.UserRole) == pytest.approx(expected, abs=0.5)
+        assert dock.table.item(row, 6).data(Qt.ItemDataRole.UserRole) == pytest.approx(
+            expected, abs=0.5
+        )
         assert dock.table.item(row, 1).text() in ("reranked", "refined", "match failed")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -398,8 +422,9 @@ def test_dock_builds_an_index_of_the_active_raster_layer(
 ):
     from geobridge_qgis import settings
 
-    saved = settings.index_cache_folder()
+    saved = settings.index_cache_folder(), settings.chip_sizes()
     settings.set_index_cache_folder(str(tmp_path))
+    settings.set_chip_sizes([60, 90])  # the dock's builds use the GeoBridge setting
     try:
         dock.bundle_edit.setFilePath(str(tiny_bundle))
         points = QgsVectorLayer("Point?crs=EPSG:32633", "not a raster", "memory")
@@ -411,7 +436,7 @@ def test_dock_builds_an_index_of_the_active_raster_layer(
         layer = QgsRasterLayer(str(utm_raster), "my satellite")
         QgsProject.instance().addMapLayer(layer)
         qgis_iface.setActiveLayer(layer)
-        QTest.mouseClick(dock.build_button, Qt.LeftButton)
+        QTest.mouseClick(dock.build_button, Qt.MouseButton.LeftButton)
         assert dock.is_busy() and not dock.build_button.isEnabled()
         wait_for(lambda: not dock.is_busy())
         index = Path(dock.index_edit.filePath())
@@ -423,8 +448,17 @@ def test_dock_builds_an_index_of_the_active_raster_layer(
 
         opened = Index.open(index, Bundle.load(tiny_bundle))  # made by this bundle
         assert opened.manifest["count"] > 100 and dock.build_button.isEnabled()
+        assert opened.manifest["grid"]["chip_sizes"] == [60.0, 90.0]
+
+        # A build that fails says why in the status line (not only in the Processing log).
+        dock.bundle_edit.setFilePath(str(tmp_path))  # not a bundle
+        assert dock.build_index()
+        wait_for(lambda: not dock.is_busy())
+        assert dock.status.text().startswith("Index build failed: "), dock.status.text()
+        assert "not a GeoBridge bundle" in dock.status.text()
     finally:
-        settings.set_index_cache_folder(saved)
+        settings.set_index_cache_folder(saved[0])
+        settings.set_chip_sizes(saved[1])
 
 
 def test_dock_build_cancelled_and_started_again_resumes(
@@ -458,7 +492,7 @@ def test_dock_build_cancelled_and_started_again_resumes(
         assert 0 < kept < math.ceil(total / SHARD_CHIPS)  # really half-way
 
         values.clear()
-        QTest.mouseClick(dock.build_button, Qt.LeftButton)
+        QTest.mouseClick(dock.build_button, Qt.MouseButton.LeftButton)
         wait_for(lambda: not dock.is_busy(), 300)
         assert dock.status.text().startswith("Index ready"), dock.status.text()
         index = Path(dock.index_edit.filePath())

@@ -68,7 +68,7 @@ def canvas(qgis_iface, qgis_new_project, monkeypatch):
     project = QgsProject.instance()
     project.setCrs(UTM)
     c = QgsMapCanvas()
-    c.setFrameShape(QFrame.NoFrame)  # the map gets all 400 px
+    c.setFrameShape(QFrame.Shape.NoFrame)  # the map gets all 400 px
     c.resize(400, 400)
     c.show()
     QgsApplication.processEvents()
@@ -85,14 +85,16 @@ def canvas(qgis_iface, qgis_new_project, monkeypatch):
     c.deleteLater()
 
 
-def mouse(canvas, kind, x, y, button=Qt.LeftButton):
-    buttons = button if kind == QEvent.MouseButtonPress else Qt.NoButton
-    return QgsMapMouseEvent(canvas, kind, QPoint(x, y), button, buttons, Qt.NoModifier)
+def mouse(canvas, kind, x, y, button=Qt.MouseButton.LeftButton):
+    buttons = button if kind == QEvent.Type.MouseButtonPress else Qt.MouseButton.NoButton
+    return QgsMapMouseEvent(
+        canvas, kind, QPoint(x, y), button, buttons, Qt.KeyboardModifier.NoModifier
+    )
 
 
-def click(tool, canvas, x, y, button=Qt.LeftButton):
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, x, y, button))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, x, y, button))
+def click(tool, canvas, x, y, button=Qt.MouseButton.LeftButton):
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, x, y, button))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, x, y, button))
 
 
 def to_map(canvas, x, y) -> QgsPointXY:
@@ -121,9 +123,9 @@ def test_rectangle_tool_adds_a_region_in_the_project_crs(canvas):
     canvas.setMapTool(tool)
     drawn = []
     tool.regionDrawn.connect(drawn.append)
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, 100, 100))
-    tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, 200, 180))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 300, 250))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 100, 100))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, 200, 180))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 300, 250))
 
     layer, features = regions()
     assert layer.name() == "GeoBridge search regions"
@@ -144,8 +146,8 @@ def test_rectangle_tool_adds_a_region_in_the_project_crs(canvas):
     assert f["name"] and f["created"].isValid()
 
     # A click without a drag is no region.
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, 50, 50))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 50, 50))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 50, 50))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 50, 50))
     assert layer.featureCount() == 1
 
 
@@ -163,9 +165,9 @@ def test_polygon_tool_left_clicks_then_right_click(canvas):
     pixels = [(50, 60), (320, 80), (350, 300), (120, 340), (40, 200)]
     for x, y in pixels:
         click(tool, canvas, x, y)
-        tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, x + 5, y + 5))
+        tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, x + 5, y + 5))
     assert maptools.regions_layer() is None  # nothing until the right click
-    click(tool, canvas, 200, 200, Qt.RightButton)
+    click(tool, canvas, 200, 200, Qt.MouseButton.RightButton)
 
     layer, (f,) = regions()
     assert layer.crs().authid() == "EPSG:32633"
@@ -182,21 +184,50 @@ def test_polygon_tool_left_clicks_then_right_click(canvas):
     # Two vertices and a right click: no region; Esc drops a half-drawn polygon.
     click(tool, canvas, 10, 10)
     click(tool, canvas, 100, 10)
-    click(tool, canvas, 100, 10, Qt.RightButton)
+    click(tool, canvas, 100, 10, Qt.MouseButton.RightButton)
     assert layer.featureCount() == 1
     for x, y in pixels[:3]:
         click(tool, canvas, x, y)
-    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    tool.keyPressEvent(
+        QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier)
+    )
     assert tool.points == []
-    click(tool, canvas, 200, 200, Qt.RightButton)
+    click(tool, canvas, 200, 200, Qt.MouseButton.RightButton)
     assert layer.featureCount() == 1
     # Another polygon adds a second feature to the same layer (found by property, not name).
     layer.setName("renamed by the user")
     for x, y in pixels[:3]:
         click(tool, canvas, x, y)
-    click(tool, canvas, 0, 0, Qt.RightButton)
+    click(tool, canvas, 0, 0, Qt.MouseButton.RightButton)
     assert maptools.regions_layer() is layer and layer.featureCount() == 2
     assert len(QgsProject.instance().mapLayers()) == 1
+
+
+def test_a_region_that_cannot_be_stored_is_reported_not_raised(canvas, monkeypatch, tmp_path):
+    """Drawing where the regions file cannot go (here: its folder would be inside a file)
+    gives the user one line through `regionFailed`; the tool stays usable."""
+    UserError = maptools.UserError
+
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("")
+    monkeypatch.setattr(maptools, "regions_path", lambda project: blocker / "r.gpkg")
+    with pytest.raises(UserError, match="not a folder: cannot make the folder"):
+        maptools.regions_layer(create=True)
+    tool = PolygonRegionTool(canvas)
+    canvas.setMapTool(tool)
+    failures, drawn = [], []
+    tool.regionFailed.connect(failures.append)
+    tool.regionDrawn.connect(drawn.append)
+    for x, y in [(50, 60), (320, 80), (350, 300)]:
+        click(tool, canvas, x, y)
+    assert tool.finish() is None
+    assert drawn == [] and len(failures) == 1 and "cannot make the folder" in failures[0]
+    assert tool.points == [] and maptools.regions_layer() is None
+    rect = RectangleRegionTool(canvas)
+    rect.regionFailed.connect(failures.append)
+    rect.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 10, 10))
+    rect.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 110, 60))
+    assert len(failures) == 2
 
 
 def test_search_region_prefers_the_selected_polygon(canvas, qgis_iface):
@@ -204,10 +235,10 @@ def test_search_region_prefers_the_selected_polygon(canvas, qgis_iface):
 
     assert search_region(qgis_iface) is None
     tool = RectangleRegionTool(canvas)
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, 10, 10))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 110, 60))
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, 200, 200))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 220, 240))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 10, 10))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 110, 60))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 200, 200))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 220, 240))
     _, features = regions()
     last = features[-1].geometry()
 
@@ -256,21 +287,13 @@ def test_search_region_prefers_the_selected_polygon(canvas, qgis_iface):
 def test_dock_passes_the_search_region_to_the_locate_task(
     canvas, qgis_iface, monkeypatch, tmp_path
 ):
+    from geobridge_qgis import settings as plugin_settings
     from geobridge_qgis.gui import dock as dock_module
+    from geobridge_qgis.gui import jobs
 
     started = []
-
-    class Manager:
-        def addTask(self, task):
-            started.append(task)
-
-    class App:
-        @staticmethod
-        def taskManager():
-            return Manager()
-
-    monkeypatch.setattr(dock_module, "QgsApplication", App)
-    QgsSettings().remove("geobridge/dock")
+    monkeypatch.setattr(jobs, "run_task", lambda task, *keep: started.append(task))
+    plugin_settings.clear_dock()
     d = dock_module.GeoBridgeDock(qgis_iface, qgis_iface.mainWindow())
     try:
         d.bundle_edit.setFilePath(str(tmp_path / "bundle"))
@@ -281,8 +304,8 @@ def test_dock_passes_the_search_region_to_the_locate_task(
         assert started == [] and "search region" in d.status.text()
 
         tool = RectangleRegionTool(canvas)
-        tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, 10, 10))
-        tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, 110, 60))
+        tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, 10, 10))
+        tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, 110, 60))
         assert d.locate()
         (task,) = started
         wkt, crs = task.request.region
@@ -290,14 +313,14 @@ def test_dock_passes_the_search_region_to_the_locate_task(
         assert QgsGeometry.fromWkt(wkt).area() == pytest.approx(
             100 * 50 * canvas.mapUnitsPerPixel() ** 2
         )
-        d._done()
+        d.jobs.shutdown()  # the task never ran: forget it
         d.use_region.setChecked(False)
         assert d.locate()
         assert started[-1].request.region is None
     finally:
-        d._done()
+        d.jobs.shutdown()
         d.deleteLater()
-        QgsSettings().remove("geobridge/dock")
+        plugin_settings.clear_dock()
 
 
 def test_basemap_action_adds_the_xyz_layer_of_the_settings_at_the_bottom(
@@ -356,7 +379,7 @@ def test_draw_actions_set_the_region_tools(canvas, qgis_iface):
         tool = canvas.mapTool()
         for x, y in [(10, 10), (300, 20), (150, 300)]:
             click(tool, canvas, x, y)
-        click(tool, canvas, 0, 0, Qt.RightButton)
+        click(tool, canvas, 0, 0, Qt.MouseButton.RightButton)
         _, (f,) = regions()
         assert f.geometry().area() == pytest.approx(
             shoelace([to_map(canvas, x, y) for x, y in [(10, 10), (300, 20), (150, 300)]])

@@ -15,11 +15,13 @@ from geobridge_qgis import settings
 from geobridge_qgis.gui import options as page_module
 from geobridge_qgis.gui.options import OPTIONS, GeoBridgeOptionsFactory, GeoBridgeOptionsPage
 
+# Every setting an analyst sets; what the dock remembers by itself (under geobridge/dock/: the
+# last bundle, index, photo folder and query options) is state, not a setting, and has no row.
 KEYS = sorted(
     value
     for name, value in vars(settings).items()
-    if name.isupper() and name != "PREFIX" and isinstance(value, str)
-    and value.startswith(settings.PREFIX)
+    if name.isupper() and name not in ("PREFIX", "DOCK") and isinstance(value, str)
+    and value.startswith(settings.PREFIX) and not value.startswith(settings.DOCK)
 )  # fmt: skip
 
 
@@ -190,7 +192,7 @@ def test_factory_and_plugin_registration(qgis_iface):
 
 
 def test_chip_sizes_setting_is_build_index_default():
-    from geobridge_qgis.processing.algorithms import BuildIndexAlgorithm
+    from geobridge_qgis.processing.build_index import BuildIndexAlgorithm
 
     def default() -> str:
         alg = BuildIndexAlgorithm().createInstance()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import http.server
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -135,26 +136,81 @@ def raster_lonlat_bounds(raster: Path) -> tuple[float, float, float, float]:
 # ---------------------------------------------------------------- definitions
 
 
-def test_algorithms_are_registered_with_help_and_demo_defaults(provider):
+def test_algorithms_are_registered_with_help_and_defaults(provider):
+    from geobridge_qgis.core import defaults
+
     registry = QgsApplication.processingRegistry()
     assert registry.providerById("geobridge") is provider
-    demo_bundle = str(ROOT / "geobridge_qgis" / "resources" / "demo" / "bundle")
     for alg_id in ("geobridge:buildindex", "geobridge:locatephotos", "geobridge:locatetext"):
         alg = registry.algorithmById(alg_id)
         assert alg is not None, alg_id
         assert len(alg.shortHelpString()) > 200, alg_id
-        assert Path(alg.parameterDefinition("BUNDLE").defaultValue()) == Path(demo_bundle)
     build = registry.algorithmById("geobridge:buildindex")
-    assert build.parameterDefinition("CHIP_SIZES").defaultValue() == "100,150"
-    assert build.parameterDefinition("OVERLAP").defaultValue() == 0.5
+    assert build.parameterDefinition("OVERLAP").defaultValue() == defaults.OVERLAP
+    assert build.parameterDefinition("MAX_CHIPS").defaultValue() == defaults.MAX_CHIPS
     assert (
         build.parameterDefinition("REGION").flags()
         & build.parameterDefinition("REGION").FlagOptional
     )
     photos = registry.algorithmById("geobridge:locatephotos")
-    assert photos.parameterDefinition("TOP_K").defaultValue() == 10
+    assert photos.parameterDefinition("TOP_K").defaultValue() == defaults.TOP_K
+    assert photos.parameterDefinition("TEXT_WEIGHT").defaultValue() == defaults.TEXT_WEIGHT
     assert photos.parameterDefinition("ROTATE").defaultValue() is True
+    assert f"else {defaults.GPS_RADIUS_M:g} m" in photos.shortHelpString()
     assert {o.name() for o in photos.outputDefinitions()} >= {"OUTPUT", "CANDIDATES", "FOOTPRINTS"}
+
+
+@pytest.fixture
+def plugin_settings():
+    from qgis.core import QgsSettings
+
+    from geobridge_qgis import settings
+
+    saved = QgsSettings().value(settings.CHIP_SIZES)
+    QgsSettings().remove(settings.CHIP_SIZES)
+    settings.clear_dock()
+    yield settings
+    QgsSettings().remove(settings.CHIP_SIZES)
+    if saved is not None:
+        QgsSettings().setValue(settings.CHIP_SIZES, saved)
+    settings.clear_dock()
+
+
+def test_defaults_follow_the_dock_and_the_settings(
+    provider, plugin_settings, tiny_bundle, tiny_index, monkeypatch, tmp_path
+):
+    """The bundle and index are the dock's (the last used), the chip sizes the setting's; an
+    installed zip has no demo bundle, so with nothing used yet the bundle is empty, never a
+    path that is not there. Each dialog makes a new instance, which reads them afresh."""
+    settings = plugin_settings
+    registry = QgsApplication.processingRegistry()
+
+    def default(alg_id: str, name: str):
+        alg = registry.createAlgorithmById(alg_id)  # kept: it owns the definition
+        return alg.parameterDefinition(name).defaultValue()
+
+    demo = ROOT / "geobridge_qgis" / "resources" / "demo" / "bundle"
+    assert Path(default("geobridge:buildindex", "BUNDLE")) == demo  # a source checkout
+    assert default("geobridge:buildindex", "CHIP_SIZES") == "100,150"
+    monkeypatch.setattr(settings, "DEMO_BUNDLE", tmp_path / "not in the zip")
+    for alg_id in ("geobridge:buildindex", "geobridge:locatephotos", "geobridge:locatetext"):
+        assert not default(alg_id, "BUNDLE"), alg_id
+    assert not default("geobridge:locatetext", "INDEX")
+
+    settings.set_last_bundle(str(tiny_bundle))
+    settings.set_last_index(str(tiny_index))
+    settings.set_chip_sizes([60, 90.5])
+    for alg_id in ("geobridge:buildindex", "geobridge:locatephotos", "geobridge:locatetext"):
+        assert default(alg_id, "BUNDLE") == str(tiny_bundle), alg_id
+    assert default("geobridge:locatephotos", "INDEX") == str(tiny_index)
+    assert default("geobridge:buildindex", "CHIP_SIZES") == "60,90.5"
+    assert (
+        "60 m and 90.5 m by default"
+        in registry.createAlgorithmById("geobridge:buildindex").shortHelpString()
+    )
+    # A remembered bundle that has gone is not offered.
+    settings.set_last_bundle(str(tmp_path / "gone"))
+    assert not default("geobridge:locatetext", "BUNDLE")
 
 
 # ---------------------------------------------------------------- build index
@@ -693,11 +749,13 @@ def test_run_and_load_results_adds_styled_layers_to_the_results_group(
     )
     group = QgsProject.instance().layerTreeRoot().findGroup("GeoBridge results")
     assert group is not None
-    layers = [node.layer() for node in group.findLayers()]
+    (run,) = group.children()  # one group per run: the photo and the time
+    assert re.fullmatch(r"a\.jpg \d\d:\d\d:\d\d", run.name()), run.name()
+    layers = [node.layer() for node in run.findLayers()]
     assert [lyr.name() for lyr in layers] == [
-        "a.jpg candidates",
-        "a.jpg footprints",
-        "a.jpg heat map",
+        f"{run.name()} candidates",
+        f"{run.name()} footprints",
+        f"{run.name()} heat map",
     ]
     candidates, footprints, heat = layers
     renderer = candidates.renderer()

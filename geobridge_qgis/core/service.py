@@ -312,6 +312,8 @@ class LocateOutcome:
     index_id: str = ""
     crs_wkt: str = ""  # the index's grid CRS, in which candidates' footprints are given
     seconds: float = 0.0
+    store: Path | None = None  # the results store a front end kept this run in (core.store)
+    run: Any = None  # and the store's record of it
 
     @property
     def query_ids(self) -> list[int]:

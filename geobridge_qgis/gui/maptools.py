@@ -37,10 +37,12 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsMapToolExtent, QgsRubberBand
-from qgis.PyQt.QtCore import QDateTime, Qt, QVariant, pyqtSignal
+from qgis.PyQt.QtCore import QDateTime, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
 from .. import settings
+from ..compat import field_type
+from ..core.errors import UserError
 
 REGIONS_LAYER_NAME = "GeoBridge search regions"
 ROLE_PROPERTY = "geobridge/role"
@@ -96,22 +98,25 @@ def _regions_gpkg(
     file left by an earlier session of this project is opened again, not overwritten)."""
     uri = f"{path}|layername=search_regions"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{path.parent}: cannot make the folder ({e.strerror or e})") from None
         fields = QgsFields()
-        fields.append(QgsField("name", QVariant.String, len=80))
-        fields.append(QgsField("created", QVariant.DateTime))
+        fields.append(QgsField("name", field_type("String"), len=80))
+        fields.append(QgsField("created", field_type("DateTime")))
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName = "GPKG"
         options.layerName = "search_regions"
         writer = QgsVectorFileWriter.create(
-            str(path), fields, QgsWkbTypes.Polygon, crs, project.transformContext(), options
+            str(path), fields, QgsWkbTypes.Type.Polygon, crs, project.transformContext(), options
         )
         if writer.hasError():
-            raise RuntimeError(f"{path}: cannot create the regions layer: {writer.errorMessage()}")
+            raise UserError(f"{path}: cannot create the regions layer: {writer.errorMessage()}")
         del writer  # flushes and closes the file
     layer = QgsVectorLayer(uri, REGIONS_LAYER_NAME, "ogr")
     if not layer.isValid():
-        raise RuntimeError(f"{path}: cannot open the regions layer")
+        raise UserError(f"{path}: cannot open the regions layer")
     return layer
 
 
@@ -134,7 +139,7 @@ def add_region(
     feature["created"] = QDateTime.currentDateTime()
     ok, added = layer.dataProvider().addFeatures([feature])
     if not ok:
-        raise RuntimeError(f"cannot add the region to {layer.name()}")
+        raise UserError(f"cannot add the region to {layer.name()}")
     layer.updateExtents()
     layer.triggerRepaint()
     return added[0]
@@ -151,7 +156,7 @@ def search_region(iface: Any, project: QgsProject | None = None) -> tuple[str, s
     active = iface.activeLayer() if iface is not None else None
     if (
         isinstance(active, QgsVectorLayer)
-        and active.geometryType() == QgsWkbTypes.PolygonGeometry
+        and active.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry
         and active.selectedFeatureCount() > 0
     ):
         geoms = [f.geometry() for f in active.selectedFeatures() if f.hasGeometry()]
@@ -181,10 +186,24 @@ def _style(band: QgsRubberBand) -> QgsRubberBand:
     return band
 
 
+def _add_or_report(tool: Any, geometry: QgsGeometry, kind: str) -> QgsFeature | None:
+    """Add a drawn region; a region that cannot be stored (an unwritable project folder, say)
+    is the user's to fix: `regionFailed` carries the reason, and the tool stays usable."""
+    crs = tool.canvas().mapSettings().destinationCrs()
+    try:
+        feature = add_region(geometry, crs, kind)
+    except UserError as e:
+        tool.regionFailed.emit(str(e))
+        return None
+    tool.regionDrawn.emit(feature)
+    return feature
+
+
 class RectangleRegionTool(QgsMapToolExtent):
     """Press, drag and release: the rectangle becomes a search region."""
 
     regionDrawn = pyqtSignal(object)  # the QgsFeature added
+    regionFailed = pyqtSignal(str)  # why a drawn region could not be stored
 
     def __init__(self, canvas: QgsMapCanvas):
         super().__init__(canvas)
@@ -194,8 +213,7 @@ class RectangleRegionTool(QgsMapToolExtent):
         self.clearRubberBand()
         if rect.isNull() or rect.width() <= 0 or rect.height() <= 0:
             return  # a click without a drag
-        crs = self.canvas().mapSettings().destinationCrs()
-        self.regionDrawn.emit(add_region(QgsGeometry.fromRect(rect), crs, "rectangle"))
+        _add_or_report(self, QgsGeometry.fromRect(rect), "rectangle")
 
 
 class PolygonRegionTool(QgsMapTool):
@@ -203,40 +221,43 @@ class PolygonRegionTool(QgsMapTool):
     cancels, Backspace removes the last vertex."""
 
     regionDrawn = pyqtSignal(object)  # the QgsFeature added
+    regionFailed = pyqtSignal(str)  # why a drawn region could not be stored
 
     def __init__(self, canvas: QgsMapCanvas):
         super().__init__(canvas)
         self.points: list[QgsPointXY] = []
         self.band: QgsRubberBand | None = None
-        self.setCursor(Qt.CrossCursor)
+        self.setCursor(Qt.CursorShape.CrossCursor)
 
     def _show(self, extra: QgsPointXY | None = None) -> None:
         if self.band is None:
-            self.band = _style(QgsRubberBand(self.canvas(), QgsWkbTypes.PolygonGeometry))
+            self.band = _style(
+                QgsRubberBand(self.canvas(), QgsWkbTypes.GeometryType.PolygonGeometry)
+            )
         points = self.points + ([extra] if extra is not None else [])
         self.band.setToGeometry(QgsGeometry.fromPolygonXY([points]) if points else QgsGeometry())
 
     def reset(self) -> None:
         self.points = []
         if self.band is not None:
-            self.band.reset(QgsWkbTypes.PolygonGeometry)
+            self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
 
     def canvasMoveEvent(self, e: QgsMapMouseEvent) -> None:
         if self.points:
             self._show(self.toMapCoordinates(e.pos()))
 
     def canvasReleaseEvent(self, e: QgsMapMouseEvent) -> None:
-        if e.button() == Qt.LeftButton:
+        if e.button() == Qt.MouseButton.LeftButton:
             self.points.append(self.toMapCoordinates(e.pos()))
             self._show()
-        elif e.button() == Qt.RightButton:
+        elif e.button() == Qt.MouseButton.RightButton:
             self.finish()
 
     def keyPressEvent(self, e: Any) -> None:
-        if e.key() == Qt.Key_Escape:
+        if e.key() == Qt.Key.Key_Escape:
             self.reset()
             e.accept()
-        elif e.key() in (Qt.Key_Backspace, Qt.Key_Delete) and self.points:
+        elif e.key() in (Qt.Key.Key_Backspace, Qt.Key.Key_Delete) and self.points:
             self.points.pop()
             self._show()
             e.accept()
@@ -244,7 +265,8 @@ class PolygonRegionTool(QgsMapTool):
             e.ignore()
 
     def finish(self) -> QgsFeature | None:
-        """Close the polygon: add it as a region (None with fewer than three vertices)."""
+        """Close the polygon: add it as a region (None with fewer than three vertices, or
+        when it cannot be stored)."""
         points = self.points
         self.reset()
         if len(points) < 3:
@@ -252,10 +274,7 @@ class PolygonRegionTool(QgsMapTool):
         geometry = QgsGeometry.fromPolygonXY([points])
         if geometry.area() <= 0:
             return None
-        crs = self.canvas().mapSettings().destinationCrs()
-        feature = add_region(geometry, crs, "polygon")
-        self.regionDrawn.emit(feature)
-        return feature
+        return _add_or_report(self, geometry, "polygon")
 
     def deactivate(self) -> None:
         self.reset()
@@ -285,7 +304,7 @@ def add_basemap(project: QgsProject | None = None) -> QgsMapLayer:
     project = project or QgsProject.instance()
     layer = QgsRasterLayer(basemap_source(settings.basemap_url()), settings.basemap_name(), "wms")
     if not layer.isValid():
-        raise RuntimeError(f"cannot make an XYZ layer of {settings.basemap_url()}")
+        raise UserError(f"{settings.basemap_url()}: not an XYZ tile URL QGIS can open")
     layer.setCustomProperty(ROLE_PROPERTY, BASEMAP_ROLE)
     project.addMapLayer(layer, False)
     project.layerTreeRoot().addLayer(layer)  # appended: the bottom of the tree

@@ -34,9 +34,9 @@ class RunExportDialog(QDialog):
                 f"{run.run_id}: {run.label}, {run.created.replace('T', ' ')}, "
                 f"{run.candidates} candidates"
             )
-            item.setData(Qt.UserRole, run.run_id)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Checked if n == 0 else Qt.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, run.run_id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if n == 0 else Qt.CheckState.Unchecked)
             self.runs.addItem(item)
         layout.addWidget(self.runs)
         self.file = QgsFileWidget(self)
@@ -51,7 +51,11 @@ class RunExportDialog(QDialog):
 
     def chosen(self) -> list[int]:
         items = (self.runs.item(i) for i in range(self.runs.count()))
-        return [i.data(Qt.UserRole) for i in items if i.checkState() == Qt.Checked]
+        return [
+            i.data(Qt.ItemDataRole.UserRole)
+            for i in items
+            if i.checkState() == Qt.CheckState.Checked
+        ]
 
     def export(self) -> tuple[str, bool]:
         """(the line to show, whether it is an error)."""
@@ -72,6 +76,6 @@ def export_runs_dialog(parent: QWidget | None = None) -> tuple[str, bool] | None
     dialog = RunExportDialog(parent)
     if dialog.runs.count() == 0:
         return "No results kept for this project yet.", True
-    if dialog.exec_() != QDialog.Accepted:
+    if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
     return dialog.export()

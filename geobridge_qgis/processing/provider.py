@@ -6,7 +6,9 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..paths import ICON
-from .algorithms import BuildIndexAlgorithm, LocatePhotosAlgorithm, LocateTextAlgorithm
+from .build_index import BuildIndexAlgorithm
+from .locate_photos import LocatePhotosAlgorithm
+from .locate_text import LocateTextAlgorithm
 
 PROVIDER_ID = "geobridge"
 

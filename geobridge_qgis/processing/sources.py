@@ -3,7 +3,8 @@
 File-backed layers (provider "gdal") are read from their source. Web layers (provider "wms":
 XYZ tiles or OGC WMS) become a GDAL WMS description written to a file next to the index, which
 the engine then reads like any raster; such a layer is endless for all practical purposes, so it
-is only ever indexed inside a region.
+is only ever indexed inside a region. Nothing here imports QGIS: the layer is described by plain
+strings read from it on the main thread.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
+from ..core.errors import UserError
+
 WEB_MERCATOR_HALF = 20037508.342789244
 MAX_XYZ_LEVEL = 19  # beyond ~0.3 m/px few tile servers have imagery
 WMS_PIXEL_M = 0.3  # GDAL WMS needs a finite grid; finer than any chip's input needs
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """The layer cannot be turned into something GDAL reads (message for the user)."""
 
 
@@ -173,13 +176,20 @@ def clip_to_vrt(
     """
     from osgeo import gdal
 
-    gdal.UseExceptions()
     mem = f"/vsimem/geobridge_{id(out)}.vrt"
     options = {}
     if bounds is not None:
         xmin, ymin, xmax, ymax = bounds
         options["projWin"] = [xmin, ymax, xmax, ymin]
-    gdal.Translate(mem, str(source), format="VRT", **options)
+    # GDAL's exception mode is process-wide: whichever it is, both outcomes are handled here
+    # rather than switched (other plugins in the same QGIS rely on their own choice).
+    try:
+        dataset = gdal.Translate(mem, str(source), format="VRT", **options)
+    except RuntimeError as e:
+        raise SourceError(f"{source}: GDAL cannot read it ({e})") from None
+    if dataset is None:
+        raise SourceError(f"{source}: GDAL cannot read it ({gdal.GetLastErrorMsg()})")
+    dataset = None  # closing writes the VRT
     try:
         f = gdal.VSIFOpenL(mem, "rb")
         gdal.VSIFSeekL(f, 0, 2)
