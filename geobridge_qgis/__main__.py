@@ -67,6 +67,7 @@ def cmd_index(args) -> int:
         overlap=args.overlap,
         tower=args.tower,
         max_chips=args.max_chips,
+        exact_max_chips=args.exact_max_chips,
         providers=args.providers,
         batch_size=args.batch_size,
         precision=args.precision,
@@ -198,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE)
     p.add_argument("--max-chips", type=int, default=defaults.MAX_CHIPS,
                    help=f"refuse a larger grid ({defaults.MAX_CHIPS:,})")  # fmt: skip
+    p.add_argument("--exact-max-chips", type=int, default=defaults.EXACT_MAX_CHIPS,
+                   help="an exact index up to this many chips, approximate (HNSW) above "
+                   f"({defaults.EXACT_MAX_CHIPS:,})")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="index folder to create")
     p.set_defaults(func=cmd_index)
 

@@ -58,6 +58,7 @@ CHIP_SIZES = PREFIX + "chip_sizes"
 BASEMAP_URL = PREFIX + "basemap_url"
 BASEMAP_NAME = PREFIX + "basemap_name"
 DOWNLOAD_URL = PREFIX + "download_url"
+EXACT_MAX_CHIPS = PREFIX + "exact_search_max_chips"
 
 DOCK = PREFIX + "dock/"
 LAST_BUNDLE = DOCK + "bundle"
@@ -144,6 +145,18 @@ def providers() -> list[str]:
 def set_providers(names: Sequence[str] | str) -> None:
     text = names if isinstance(names, str) else ",".join(names)
     _set(PROVIDERS, text)
+
+
+def exact_max_chips() -> int:
+    """Index builds make an exact index up to this many chips and an approximate (HNSW) one
+    above: exact search over more chips than this is slower than an analyst should wait."""
+    return _int(EXACT_MAX_CHIPS, defaults.EXACT_MAX_CHIPS, 1, 1 << 40)
+
+
+def set_exact_max_chips(n: int) -> None:
+    if int(n) < 1:
+        raise ValueError(f"the exact-search limit must be at least 1 chip, got {n}")
+    _set(EXACT_MAX_CHIPS, int(n))
 
 
 def batch_size() -> int:

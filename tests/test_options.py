@@ -83,6 +83,7 @@ def test_page_shows_the_current_values(tmp_path):
         settings.INDEX_CACHE_FOLDER: str(tmp_path / "cache"),
         settings.PROVIDERS: "cuda,cpu",
         settings.BATCH_SIZE: "7",
+        settings.EXACT_MAX_CHIPS: str(settings.exact_max_chips()),
         settings.CHIP_SIZES: "80,120.5",
         settings.BASEMAP_URL: "https://tiles.example/{z}/{x}/{y}.png",
         settings.BASEMAP_NAME: "Example tiles",

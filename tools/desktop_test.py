@@ -40,7 +40,7 @@ SCREEN = (1600, 1000)
 PHOTO = ROOT / "resources" / "demo" / "world" / "drone" / "drone_036.jpg"
 # 500 m x 500 m of the demo satellite image around drone_036's GPS position (pixel window).
 SMALL_WINDOW = (434, 555, 1000, 1000)
-STEPS = ["open", "photo", "locate", "export", "build", "locate2"]
+STEPS = ["open", "photo", "locate", "export", "build", "locate2", "build_approx", "locate3"]
 # QGIS's own complaints on any Debian machine without GRASS and SAGA: not the plugin's.
 IGNORED = re.compile(r"(GRASS|SAGA) was not found or is not correctly installed")
 # QGIS runs this in its shared __main__ namespace: it only imports the steps as a module.

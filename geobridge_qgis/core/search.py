@@ -30,9 +30,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from . import defaults
+
 log = logging.getLogger(__name__)
 
-FLAT_MAX = 200_000  # exact index up to this many chips, HNSW above
+FLAT_MAX = defaults.EXACT_MAX_CHIPS  # exact index up to this many chips, HNSW above
 HNSW_M = 32
 # faiss's default of 40 leaves some clusters unreachable: on 250k clustered vectors, queries
 # with recall@10 = 0 even at efSearch 256 (unfiltered and filtered); 100 left none, at twice

@@ -113,6 +113,7 @@ class IndexRequest:
     providers: Sequence[str] | str | None = None
     batch_size: int = defaults.BATCH_SIZE
     precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
+    exact_max_chips: int = defaults.EXACT_MAX_CHIPS  # an approximate (HNSW) index above
 
 
 def index_identity(request: IndexRequest, source_id: str | None = None) -> dict:
@@ -223,6 +224,7 @@ def build_index(
         overlap=request.overlap,
         tower=request.tower,
         max_chips=request.max_chips,
+        flat_max=request.exact_max_chips,
         progress=progress,
         cancelled=cancelled,
         on_estimate=lambda e: log(f"plan: {e.line()} on {encoders.device}"),

@@ -48,6 +48,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(settings.CHIP_SIZES, "Chip sizes (m)", "lengths", settings.chip_sizes,
            settings.set_chip_sizes, "The default chip sizes of Processing's "
            "'Build reference index' (and so of the dock's 'Build index')."),
+    Option(settings.EXACT_MAX_CHIPS, "Exact search up to (chips)", "count",
+           settings.exact_max_chips, settings.set_exact_max_chips, "Processing's and the "
+           "dock's index builds make an exact index up to this many chips, an approximate "
+           "(HNSW) one above."),
     Option(settings.BASEMAP_URL, "Basemap XYZ URL", "xyz", settings.basemap_url,
            settings.set_basemap_url, "The 'Add satellite basemap' action's tiles."),
     Option(settings.BASEMAP_NAME, "Basemap layer name", "text", settings.basemap_name,

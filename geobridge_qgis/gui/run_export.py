@@ -44,7 +44,9 @@ class RunExportDialog(QDialog):
         self.file.setFilter("GeoPackage (*.gpkg)")
         self.file.setDialogTitle("Export GeoBridge results")
         layout.addWidget(self.file)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
+        )
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)

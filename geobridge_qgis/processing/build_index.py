@@ -251,6 +251,7 @@ class BuildIndexAlgorithm(GeoBridgeAlgorithm):
             chip_sizes=chip_sizes,
             overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
             max_chips=self.parameterAsInt(parameters, self.MAX_CHIPS, context),
+            exact_max_chips=settings.exact_max_chips(),
         )
         self.run_service(
             service.build_index,
