@@ -44,7 +44,9 @@ def nprobe_for(nlist: int) -> int:
     return max(8, nlist // 64)
 
 
-def train_ivf(sample: np.ndarray, factory: str, threads: int | None = None) -> faiss.Index:
+def train_ivf(
+    sample: np.ndarray, factory: str, threads: int | None = None, niter: int | None = None
+) -> faiss.Index:
     """An empty IVF index trained on `sample` (float32, L2-normalised, inner product)."""
     if threads:
         faiss.omp_set_num_threads(threads)
@@ -53,6 +55,8 @@ def train_ivf(sample: np.ndarray, factory: str, threads: int | None = None) -> f
     ivf = faiss.extract_index_ivf(index)
     # The coarse k-means needs no more than TRAIN_PER_LIST points per list.
     ivf.cp.max_points_per_centroid = TRAIN_PER_LIST * 4
+    if niter:
+        ivf.cp.niter = niter
     index.train(x)
     ivf.nprobe = nprobe_for(ivf.nlist)
     return index

@@ -60,7 +60,17 @@ def connect(
         kwargs: dict[str, Any] = dict(
             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
         )
-        if not address:
+        if address:
+            # Workers on other machines need the engine's code: Ray ships both packages (under
+            # a megabyte). The bundle and the raster must be at the same path (or URL) there.
+            import geobridge_qgis
+            import geobridge_scale
+
+            kwargs["runtime_env"] = {
+                "py_modules": [geobridge_qgis, geobridge_scale],
+                "excludes": ["__pycache__", "*.pyc"],
+            }
+        else:
             kwargs.update(num_cpus=num_cpus, object_store_memory=object_store_memory)
         try:
             ray.init(address=address or "local", **kwargs)
