@@ -247,7 +247,7 @@ def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, emb, factor
         target = parts / f"{p.stem}.faiss"
         if not target.exists():
             b_ids, b_emb = blocks.read_block(p, bundle.embed_dim)
-            ivf.fill_block(work / "trained.faiss", b_ids, b_emb.astype(np.float32), target)
+            ivf.fill_block(trained, b_ids, b_emb.astype(np.float32), target)
         files.append(target)
     index = ivf.merge(work / "trained.faiss", files, work)
     sizes, cx, cy = chipid.centres(ids, grid.chip_sizes, grid.overlap)

@@ -62,13 +62,28 @@ def train_ivf(
     return index
 
 
-def fill_block(trained_path: Path | str, ids: np.ndarray, vectors: np.ndarray, out: Path) -> int:
-    """Add one block's vectors to a copy of the trained index and save it (atomically)."""
-    index = faiss.read_index(str(trained_path))
+def fill_block(
+    trained: Path | str | faiss.Index, ids: np.ndarray, vectors: np.ndarray, out: Path
+) -> int:
+    """Add one block's vectors to a copy of the trained index and save its lists (atomically).
+
+    The block file holds the inverted lists only: the coarse quantizer (nlist x D floats,
+    200 MB at 65536 lists of 768) is the trained file's, and a copy per block would outweigh
+    the block's codes."""
+    if isinstance(trained, faiss.Index):
+        index = faiss.clone_index(trained)
+    else:
+        index = faiss.read_index(str(trained))
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids.astype(np.int64))
-    tmp = out.with_name(out.name + ".tmp")
-    faiss.write_index(index, str(tmp))
+    ivf = faiss.extract_index_ivf(index)
+    quantizer, empty = ivf.quantizer, faiss.IndexFlatIP(index.d)
+    ivf.quantizer = empty  # merge_ondisk reads the lists, never the quantizer
+    try:
+        tmp = out.with_name(out.name + ".tmp")
+        faiss.write_index(index, str(tmp))
+    finally:
+        ivf.quantizer = quantizer  # owned by the index again, freed with it
     tmp.replace(out)
     return int(index.ntotal)
 

@@ -115,9 +115,29 @@ def _merge_child(trained: Path, files: list[Path], folder: Path) -> dict:
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # Mapped files count in RSS but are page cache the kernel can drop: the memory a merge
+    # needs is its anonymous part, polled here; the total (with mapped pages) comes after.
+    peak_anon = 0
+    while child.poll() is None:
+        peak_anon = max(peak_anon, _status_kb(child.pid, "RssAnon"))
+        time.sleep(0.05)
+    out, _ = child.communicate()
+    if child.returncode:
+        raise RuntimeError(f"merge failed ({child.returncode})")
     return {"merge_s": round(time.perf_counter() - t0, 1),
-            "merge_peak_rss_mb": round(int(done.stdout.split()[-1]) / 1024, 1)}  # fmt: skip
+            "merge_peak_anon_mb": round(peak_anon / 1024, 1),
+            "merge_peak_rss_incl_mapped_mb": round(int(out.split()[-1]) / 1024, 1)}  # fmt: skip
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def main() -> int:
@@ -188,7 +208,7 @@ def main() -> int:
     for p in sorted((work / blocks.EMBEDDINGS).glob("*.parquet")):
         ids, x = blocks.read_block(p, args.dim)
         files.append(parts / f"{p.stem}.faiss")
-        ivf.fill_block(work / "trained.faiss", ids, x.astype(np.float32), files[-1])
+        ivf.fill_block(trained, ids, x.astype(np.float32), files[-1])
     report["fill_s"] = round(time.perf_counter() - t0, 1)
     folder = work / "index"
     folder.mkdir()

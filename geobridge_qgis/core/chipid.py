@@ -136,49 +136,51 @@ def ranges_in_box(
 
 
 def _z_ranges(x0: int, x1: int, y0: int, y1: int, max_ranges: int) -> list[tuple[int, int]]:
-    """Z-curve code ranges covering the cell box [x0, x1] x [y0, y1] (inclusive)."""
+    """Z-curve code ranges covering the cell box [x0, x1] x [y0, y1] (inclusive).
+
+    Quadtree cells partly inside the box are split level by level (vectorised) until cells
+    are whole or the budget of cells is spent; what is left is taken whole (a superset)."""
     # Aligned quadtree cells one level above the box's extent: at most 2 x 2 of them cover it.
     level = max(1, int(max(x1 - x0, y1 - y0)).bit_length())
     span = 1 << level
-    partial = [
-        (x, y)
-        for x in range(x0 >> level << level, x1 + 1, span)
-        for y in range(y0 >> level << level, y1 + 1, span)
-    ]
-    full: list[tuple[int, int, int]] = []
-    while partial and level > 0:
-        if len(full) + len(partial) > 64 * max_ranges:
-            break  # fine enough: the rest are taken whole and joined below
+    px, py = np.meshgrid(
+        np.arange(x0 >> level << level, x1 + 1, span, dtype=np.int64),
+        np.arange(y0 >> level << level, y1 + 1, span, dtype=np.int64),
+    )
+    px, py = px.ravel(), py.ravel()
+    los, his = [], []
+    budget, n_full = 64 * max_ranges, 0
+    while len(px) and level > 0 and n_full + 4 * len(px) <= budget:
         level -= 1
         span = 1 << level
-        nxt = []
-        for px, py in partial:
-            for x, y in ((px, py), (px + span, py), (px, py + span), (px + span, py + span)):
-                if x > x1 or y > y1 or x + span - 1 < x0 or y + span - 1 < y0:
-                    continue
-                if x >= x0 and x + span - 1 <= x1 and y >= y0 and y + span - 1 <= y1:
-                    full.append((x, y, level))
-                else:
-                    nxt.append((x, y))
-        partial = nxt
-    full.extend((x, y, level) for x, y in partial)
-    codes = sorted(
-        (int(encode_cell(x, y)), int(encode_cell(x, y)) + (1 << (2 * lv)) - 1) for x, y, lv in full
-    )
-    merged: list[list[int]] = []
-    for lo, hi in codes:
-        if merged and lo <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    while len(merged) > max_ranges:
-        gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
-        i = int(np.argmin(gaps))
-        merged[i][1] = merged[i + 1][1]
-        del merged[i + 1]
-    return [(lo, hi) for lo, hi in merged]
+        cx = np.concatenate([px, px + span, px, px + span])
+        cy = np.concatenate([py, py, py + span, py + span])
+        hit = ~((cx > x1) | (cy > y1) | (cx + span - 1 < x0) | (cy + span - 1 < y0))
+        cx, cy = cx[hit], cy[hit]
+        whole = (cx >= x0) & (cx + span - 1 <= x1) & (cy >= y0) & (cy + span - 1 <= y1)
+        lo = _cells(cx[whole], cy[whole])
+        los.append(lo)
+        his.append(lo + (1 << (2 * level)) - 1)
+        n_full += len(lo)
+        px, py = cx[~whole], cy[~whole]
+    lo = _cells(px, py)
+    los.append(lo)
+    his.append(lo + (1 << (2 * level)) - 1)
+    lo, hi = np.concatenate(los), np.concatenate(his)
+    order = np.argsort(lo)
+    lo, hi = lo[order], hi[order]
+    if not len(lo):
+        return []
+    # Join touching ranges, then the closest ones until at most max_ranges are left.
+    gaps = lo[1:] - hi[:-1]
+    breaks = np.flatnonzero(gaps > 1)
+    if len(breaks) > max_ranges - 1:
+        breaks = np.sort(breaks[np.argsort(-gaps[breaks], kind="stable")[: max_ranges - 1]])
+    starts = np.r_[0, breaks + 1]
+    stops = np.r_[breaks, len(lo) - 1]
+    return [(int(lo[a]), int(hi[b])) for a, b in zip(starts, stops, strict=True)]
 
 
-def encode_cell(x: int, y: int) -> int:
-    """Z-curve code of unsigned cell coordinates (no size class, no offset)."""
-    return int(_spread(np.asarray(x)) | (_spread(np.asarray(y)) << np.uint64(1)))
+def _cells(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Z-curve codes (uint64 as int64) of unsigned cell coordinates."""
+    return (_spread(x) | (_spread(y) << np.uint64(1))).astype(np.int64)
