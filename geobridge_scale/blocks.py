@@ -91,6 +91,15 @@ def read_block(path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), emb
 
 
+def read_ids(folder: Path) -> np.ndarray:
+    """Every chip id written (the id columns only)."""
+    parts = [
+        pq.read_table(p, columns=["id"]).column("id").to_numpy()
+        for p in sorted((folder / EMBEDDINGS).glob("*.parquet"))
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 def read_all(folder: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
     ids, embs = [], []
     for p in sorted((folder / EMBEDDINGS).glob("*.parquet")):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from geobridge_qgis.core import chipid, tiling
@@ -165,9 +166,21 @@ def build_index_ray(
         if missing:
             raise RuntimeError(f"{len(missing)} blocks were not written: {sorted(missing)[:3]}")
         device = _device(cluster)
+        # The IVF path fills its per-block lists as tasks on the cluster.
+        folder = publish(
+            work,
+            out,
+            grid,
+            bundle,
+            build,
+            request.raster,
+            region,
+            tower,
+            factory,
+            map_blocks=lambda fn, items: ray_adapter.map_tasks(fn, items),
+        )
     finally:
         ray_adapter.shutdown(cluster)
-    folder = publish(work, out, grid, bundle, build, request.raster, region, tower, factory)
     manifest_json = json.loads((folder / "index.json").read_text())
     return service.IndexOutcome(
         folder,
@@ -198,12 +211,20 @@ def _start_work(work: Path, build: dict) -> None:
     engine_index._write_json(work / "build.json", build)
 
 
-def publish(work, out, grid, bundle, build, raster, region, tower, factory=None) -> Path:
-    """Turn the block files into the index folder (complete or absent)."""
+def _serial(fn: Callable, items: list[tuple]) -> list:
+    return [fn(*item) for item in items]
+
+
+def publish(
+    work, out, grid, bundle, build, raster, region, tower, factory=None, map_blocks=_serial
+) -> Path:
+    """Turn the block files into the index folder (complete or absent). `map_blocks(fn,
+    items)` runs fn(*item) for every block (a loop here, Ray tasks in a build)."""
     dim = bundle.embed_dim
-    ids, emb = blocks.read_all(work, dim)
+    ids = blocks.read_ids(work)
     big = factory.startswith("IVF") if factory else len(ids) > IVF_MIN
     if not big:
+        ids, emb = blocks.read_all(work, dim)
         # The local build's shards in grid order: the same publish writes the same files.
         order = np.argsort(grid.ids)
         pos = order[np.searchsorted(grid.ids, ids, sorter=order)]
@@ -219,7 +240,7 @@ def publish(work, out, grid, bundle, build, raster, region, tower, factory=None)
             engine_index._save_npz(shards / f"{start:010d}.npz", emb=vectors[start:stop][k], keep=k)
         _drop_block_files(work)
         return engine_index._publish(work, out, grid, bundle, build, raster, region, tower)
-    return _publish_ivf(work, out, grid, bundle, build, region, tower, ids, emb, factory)
+    return _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, map_blocks)
 
 
 def _drop_block_files(work: Path) -> None:
@@ -229,26 +250,45 @@ def _drop_block_files(work: Path) -> None:
     (work / blocks.MANIFEST).unlink(missing_ok=True)
 
 
-def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, emb, factory) -> Path:
+def _sample(work: Path, dim: int, rows: int = TRAIN_SAMPLE, max_blocks: int = 2000) -> np.ndarray:
+    """Training vectors from a random subset of the blocks (never all embeddings at once)."""
+    rng = np.random.default_rng(0)
+    files = sorted((work / blocks.EMBEDDINGS).glob("*.parquet"))
+    chosen = rng.permutation(len(files))[:max_blocks]
+    per_block = max(1, -(-rows // max(len(chosen), 1)))
+    parts = []
+    for i in sorted(chosen):
+        _, emb = blocks.read_block(files[i], dim)
+        take = rng.choice(len(emb), min(len(emb), per_block), replace=False)
+        parts.append(emb[take].astype(np.float32))
+    return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+
+def fill_from_block(trained: str, block_file: str, dim: int, target: str) -> int:
+    """One block's IVF lists from its Parquet file (a task: reads, adds, writes, returns)."""
+    if Path(target).exists():
+        return -1  # filled before a kill
+    ids, emb = blocks.read_block(Path(block_file), dim)
+    return ivf.fill_block(trained, ids, emb.astype(np.float32), Path(target))
+
+
+def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, map_blocks) -> Path:
     import datetime as dt
     import hashlib
 
     factory = factory or ivf.factory_for(len(ids), bundle.embed_dim)
-    rng = np.random.default_rng(0)
-    sample = emb[rng.choice(len(emb), min(len(emb), TRAIN_SAMPLE), replace=False)]
-    trained = ivf.train_ivf(sample.astype(np.float32), factory)
-    import faiss
-
-    faiss.write_index(trained, str(work / "trained.faiss"))
+    if not (work / "trained.faiss").exists():  # a publish killed after training keeps it
+        sample = _sample(work, bundle.embed_dim)
+        faiss.write_index(ivf.train_ivf(sample, factory), str(work / "trained.faiss"))
     parts = work / "ivf_blocks"
     parts.mkdir(exist_ok=True)
-    files = []
-    for p in sorted((work / blocks.EMBEDDINGS).glob("*.parquet")):
-        target = parts / f"{p.stem}.faiss"
-        if not target.exists():
-            b_ids, b_emb = blocks.read_block(p, bundle.embed_dim)
-            ivf.fill_block(trained, b_ids, b_emb.astype(np.float32), target)
-        files.append(target)
+    sources = sorted((work / blocks.EMBEDDINGS).glob("*.parquet"))
+    files = [parts / f"{p.stem}.faiss" for p in sources]
+    items = [
+        (str(work / "trained.faiss"), str(p), bundle.embed_dim, str(f))
+        for p, f in zip(sources, files, strict=True)
+    ]
+    map_blocks(fill_from_block, items)
     index = ivf.merge(work / "trained.faiss", files, work)
     sizes, cx, cy = chipid.centres(ids, grid.chip_sizes, grid.overlap)
     from pyproj import Transformer

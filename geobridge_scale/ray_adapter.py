@@ -6,6 +6,7 @@ release should need changes here only.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,8 +79,9 @@ def connect(
             where = address or "a local Ray"
             raise UserError(f"--ray-address {where}: cannot join ({_first_line(e)})") from None
         started = True
-    # Ray Data logs each execution's start and end at INFO; the build reports per block.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data logs each execution's start and end (and that its bars are off) and resets its
+    # loggers per dataset from this variable; the build reports per block itself.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     res = ray.cluster_resources()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the build reports its own progress, per block
@@ -148,3 +150,11 @@ def run_blocks(
     )
     for row in ds.iter_rows():
         yield {k: row[k] for k in ("block", "chips", "device")}
+
+
+def map_tasks(fn: Any, items: list[tuple], num_cpus: float = 1) -> list:
+    """fn(*item) for every item as Ray tasks, spread over the cluster; results in order."""
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus)(fn)
+    return ray.get([remote.remote(*item) for item in items])
