@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -32,11 +33,10 @@ log_ = logging.getLogger(__name__)
 
 BLOCK_M = 2000.0  # metres: about 2,300 chips at the default sizes; a block is the unit of resume
 IVF_MIN = 1_000_000  # above this many chips the index is IVF on disk, not Flat/HNSW in memory
-TRAIN_SAMPLE = 200_000
 
 
 def build_index_ray(
-    request,
+    request: Any,
     address: str | None = None,
     block_m: float = BLOCK_M,
     factory: str | None = None,
@@ -216,7 +216,16 @@ def _serial(fn: Callable, items: list[tuple]) -> list:
 
 
 def publish(
-    work, out, grid, bundle, build, raster, region, tower, factory=None, map_blocks=_serial
+    work: Path,
+    out: Path,
+    grid: tiling.Grid,
+    bundle: Any,
+    build: dict,
+    raster: str | Path,
+    region: tiling.Region | None,
+    tower: str,
+    factory: str | None = None,
+    map_blocks: Callable[[Callable, list[tuple]], list] = _serial,
 ) -> Path:
     """Turn the block files into the index folder (complete or absent). `map_blocks(fn,
     items)` runs fn(*item) for every block (a loop here, Ray tasks in a build)."""
@@ -250,7 +259,7 @@ def _drop_block_files(work: Path) -> None:
     (work / blocks.MANIFEST).unlink(missing_ok=True)
 
 
-def _sample(work: Path, dim: int, rows: int = TRAIN_SAMPLE, max_blocks: int = 2000) -> np.ndarray:
+def _sample(work: Path, dim: int, rows: int, max_blocks: int = 2000) -> np.ndarray:
     """Training vectors from a random subset of the blocks (never all embeddings at once)."""
     rng = np.random.default_rng(0)
     files = sorted((work / blocks.EMBEDDINGS).glob("*.parquet"))
@@ -278,7 +287,11 @@ def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, ma
 
     factory = factory or ivf.factory_for(len(ids), bundle.embed_dim)
     if not (work / "trained.faiss").exists():  # a publish killed after training keeps it
-        sample = _sample(work, bundle.embed_dim)
+        # k-means wants about TRAIN_PER_LIST vectors per list: 2.6e6 for 65,536 lists.
+        nlist = faiss.extract_index_ivf(
+            faiss.index_factory(bundle.embed_dim, factory, faiss.METRIC_INNER_PRODUCT)
+        ).nlist
+        sample = _sample(work, bundle.embed_dim, rows=ivf.TRAIN_PER_LIST * nlist)
         faiss.write_index(ivf.train_ivf(sample, factory), str(work / "trained.faiss"))
     parts = work / "ivf_blocks"
     parts.mkdir(exist_ok=True)

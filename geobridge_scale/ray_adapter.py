@@ -148,8 +148,11 @@ def run_blocks(
         compute=ray.data.ActorPoolStrategy(size=encode_actors),
         **encode_remote,
     )
-    for row in ds.iter_rows():
-        yield {k: row[k] for k in ("block", "chips", "device")}
+    # One block at a time, no prefetch: progress and cancellation follow the blocks written
+    # (iter_rows would wait for a batch of 256 rows).
+    for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
+        for i in range(len(batch["block"])):
+            yield {k: batch[k][i] for k in ("block", "chips", "device")}
 
 
 def map_tasks(fn: Any, items: list[tuple], num_cpus: float = 1) -> list:

@@ -155,13 +155,13 @@ def test_cancelled_build_resumes_skipping_written_blocks(ray_address, local_inde
     work = tmp_path / "resumed.partial"
     assert seen == [1] and not out.exists()
     total = blocks.read_manifest(work / blocks.MANIFEST).num_rows
-    # Encoding runs ahead of the driver: keep three blocks, as if killed after the third.
+    # Encoding may run ahead of the driver: keep the first block, as if killed after it.
     files = sorted((work / blocks.EMBEDDINGS).glob("*.parquet"))
-    assert len(files) >= 3 and total > 4
-    for p in files[3:]:
+    assert len(files) >= 1 and total > 4
+    for p in files[1:]:
         p.unlink()
     # A block killed mid-write leaves only a .tmp file: it is not taken as done.
-    (work / blocks.EMBEDDINGS / f"{files[4].stem}.parquet.tmp").write_bytes(b"half")
+    (work / blocks.EMBEDDINGS / "half_written.parquet.tmp").write_bytes(b"half")
 
     lines: list[str] = []
     encoded: list[int] = []
@@ -173,8 +173,8 @@ def test_cancelled_build_resumes_skipping_written_blocks(ray_address, local_inde
         log=lines.append,
         progress=lambda d, t, r: encoded.append(d),
     )
-    assert f"({total - 3} to encode)" in lines[0]
-    assert len(encoded) == total - 3  # one progress call per block encoded
+    assert f"({total - 1} to encode)" in lines[0]
+    assert len(encoded) == total - 1  # one progress call per block encoded
     assert done.folder == out and not work.exists()
     resumed = Index.open(out)
     local = Index.open(local_index)
