@@ -68,6 +68,8 @@ def build_index_ray(
     out.parent.mkdir(parents=True, exist_ok=True)
     if block_m <= 0:
         raise UserError(f"--block-m must be positive metres, got {block_m:g}")
+    if factory:
+        ivf.parse_factory(factory)  # a bad --factory is refused before any work
     bundle = Bundle.load(request.bundle)
     tower = request.tower
     if tower not in bundle.towers or bundle.towers[tower].kind != "image":
@@ -288,9 +290,7 @@ def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, ma
     factory = factory or ivf.factory_for(len(ids), bundle.embed_dim)
     if not (work / "trained.faiss").exists():  # a publish killed after training keeps it
         # k-means wants about TRAIN_PER_LIST vectors per list: 2.6e6 for 65,536 lists.
-        nlist = faiss.extract_index_ivf(
-            faiss.index_factory(bundle.embed_dim, factory, faiss.METRIC_INNER_PRODUCT)
-        ).nlist
+        nlist, _ = ivf.parse_factory(factory)
         sample = _sample(work, bundle.embed_dim, rows=ivf.TRAIN_PER_LIST * nlist)
         faiss.write_index(ivf.train_ivf(sample, factory), str(work / "trained.faiss"))
     parts = work / "ivf_blocks"

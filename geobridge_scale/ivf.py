@@ -19,12 +19,14 @@ box into a FAISS selector the IVF scan honours per id.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from geobridge_qgis.core import chipid
+from geobridge_qgis.core.errors import UserError
 
 IVFDATA = "vectors.ivfdata"
 TRAIN_PER_LIST = 40  # k-means wants ~40 points per centroid; more buys little
@@ -44,6 +46,36 @@ def nprobe_for(nlist: int) -> int:
     return max(8, nlist // 64)
 
 
+def parse_factory(factory: str) -> tuple[int, str]:
+    """("IVF4096,SQ8") -> (4096, "SQ8"); codes: Flat, SQ8, SQfp16 or PQ<m>[x<bits>]."""
+    m = re.fullmatch(r"IVF(\d+),(Flat|SQ8|SQfp16|PQ\d+(?:x\d+)?)", factory)
+    if not m:
+        raise UserError(f"--factory {factory}: expected IVF<lists>,<Flat|SQ8|SQfp16|PQ<m>x<bits>>")
+    return int(m.group(1)), m.group(2)
+
+
+def new_ivf(dim: int, factory: str) -> faiss.Index:
+    """An untrained IVF index for inner product, made from faiss's classes: the engine never
+    parses factory strings (faiss's C++ regex aborts inside the QGIS process), and the string
+    is kept as the index type's name."""
+    nlist, codes = parse_factory(factory)
+    quantizer = faiss.IndexFlatIP(dim)
+    ip = faiss.METRIC_INNER_PRODUCT
+    if codes == "Flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    elif codes.startswith("SQ"):
+        qtype = faiss.ScalarQuantizer.QT_8bit if codes == "SQ8" else faiss.ScalarQuantizer.QT_fp16
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qtype, ip)
+    else:
+        m, _, bits = codes[2:].partition("x")
+        if dim % int(m):
+            raise UserError(f"--factory {factory}: {m} sub-quantizers do not divide {dim}")
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(m), int(bits or 8), ip)
+    index.own_fields = True
+    quantizer.this.disown()  # the index frees it
+    return index
+
+
 def train_ivf(
     sample: np.ndarray, factory: str, threads: int | None = None, niter: int | None = None
 ) -> faiss.Index:
@@ -51,7 +83,7 @@ def train_ivf(
     if threads:
         faiss.omp_set_num_threads(threads)
     x = np.ascontiguousarray(sample, np.float32)
-    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    index = new_ivf(x.shape[1], factory)
     ivf = faiss.extract_index_ivf(index)
     # The coarse k-means needs no more than TRAIN_PER_LIST points per list.
     ivf.cp.max_points_per_centroid = TRAIN_PER_LIST * 4
