@@ -181,16 +181,24 @@ def search_box(
     sel = RangeSelector(ranges)
     ivf = faiss.extract_index_ivf(index)
     params = faiss.SearchParametersIVF(sel=sel.selector, nprobe=nprobe or ivf.nprobe)
-    fetch = k * 2
-    scores, ids = index.search(np.ascontiguousarray(queries, np.float32), fetch, params=params)
-    out_s = np.full((len(queries), k), -np.inf, np.float32)
-    out_i = np.full((len(queries), k), -1, np.int64)
-    for q in range(len(queries)):
-        ok = ids[q] >= 0
-        cand = ids[q][ok]
-        _, cx, cy = chipid.centres(cand, chip_sizes, overlap)
-        keep = (cx >= box[0]) & (cx <= box[2]) & (cy >= box[1]) & (cy <= box[3])
-        n = min(k, int(keep.sum()))
-        out_i[q, :n] = cand[keep][:n]
-        out_s[q, :n] = scores[q][ok][keep][:n]
+    q = np.ascontiguousarray(queries, np.float32)
+    out_s = np.full((len(q), k), -np.inf, np.float32)
+    out_i = np.full((len(q), k), -1, np.int64)
+    todo, fetch = np.arange(len(q)), k * 2
+    # The ranges may hold chips outside the box (a capped superset): ask for more until k
+    # chips inside remain, or the scanned lists hold no more.
+    while len(todo):
+        scores, ids = index.search(q[todo], fetch, params=params)
+        again = []
+        for r, qi in enumerate(todo):
+            ok = ids[r] >= 0
+            cand, sc = ids[r][ok], scores[r][ok]
+            _, cx, cy = chipid.centres(cand, chip_sizes, overlap)
+            keep = (cx >= box[0]) & (cx <= box[2]) & (cy >= box[1]) & (cy <= box[3])
+            n = min(k, int(keep.sum()))
+            out_i[qi, :n] = cand[keep][:n]
+            out_s[qi, :n] = sc[keep][:n]
+            if n < k and ok.all():
+                again.append(qi)
+        todo, fetch = np.asarray(again, np.int64), fetch * 4
     return out_s, out_i
