@@ -1,6 +1,9 @@
 # GeoBridge for QGIS. `make demo` and `make test` are all a new user needs; each sets itself up.
 SHELL := /bin/bash
 GPU ?= 0
+# SCALE=1 (the default) also installs the distributed build (requirements-scale.txt): CI runs
+# its tests. SCALE=0 leaves Ray out of the venv; tests/test_scale.py then skips, saying why.
+SCALE ?= 1
 VENV := .venv
 PY := $(VENV)/bin/python
 # QGIS's own interpreter (Debian's QGIS embeds it): the desktop targets run with it, never the venv.
@@ -9,12 +12,12 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-host test-desktop lint format demo demo-model demo-release bench bench-export bench-engine package qgis clean
+.PHONY: setup test test-host test-desktop lint format demo demo-model demo-release bench bench-export bench-engine bench-scale package qgis clean
 
 setup: $(STAMP)
 
-$(STAMP): tools/setup.sh requirements.txt requirements-dev.txt requirements-vocab.txt requirements-gpu.txt constraints.txt
-	GPU=$(GPU) VENV=$(VENV) tools/setup.sh
+$(STAMP): tools/setup.sh requirements.txt requirements-dev.txt requirements-vocab.txt requirements-gpu.txt requirements-scale.txt constraints.txt
+	GPU=$(GPU) SCALE=$(SCALE) VENV=$(VENV) tools/setup.sh
 	rm -f $(VENV)/.setup-gpu*
 	touch $@
 
@@ -73,6 +76,12 @@ bench-export: setup
 # Engine speed and memory: encoders (ONNX vs PyTorch), FAISS vs numpy, index-build memory.
 bench-engine: setup
 	$(PY) tools/bench_engine.py --out out/bench/engine
+
+# The on-disk IVF index at scale: synthetic embeddings through the distributed build's merge
+# path (N=1e7 needs about 45 GB of disk and an hour on 2 cores; see docs/SCALE.md).
+N ?= 1000000
+bench-scale: setup
+	$(PY) tools/bench_scale.py --n $(N) --out out/bench/scale
 
 bench: bench-export bench-engine
 

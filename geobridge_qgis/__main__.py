@@ -74,13 +74,30 @@ def cmd_index(args) -> int:
     )
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
-        done = service.build_index(request, Progress("index"), log=log)
+        if args.engine == "ray":
+            done = _build_on_ray(request, args, log)
+        else:
+            done = service.build_index(request, Progress("index"), log=log)
     except (Cancelled, KeyboardInterrupt):
         print("stopped; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"wrote {done.folder}: {done.count:,} chips ({done.skipped:,} skipped as "
           f"nodata or blank)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _build_on_ray(request, args, log) -> Any:
+    """The distributed build; its package (and Ray) is imported only here."""
+    from geobridge_qgis.core.errors import UserError
+
+    try:
+        from geobridge_scale.build import build_index_ray
+    except ImportError as e:
+        raise UserError(
+            f"--engine ray needs the scale extras ({e.name} is missing); run: make setup SCALE=1"
+        ) from None
+    return build_index_ray(request, address=args.ray_address, block_m=args.block_m,
+                           factory=args.factory, progress=Progress("index"), log=log)  # fmt: skip
 
 
 def locate_request(args) -> Any:
@@ -203,6 +220,13 @@ def parser() -> argparse.ArgumentParser:
                    help="an exact index up to this many chips, approximate (HNSW) above "
                    f"({defaults.EXACT_MAX_CHIPS:,})")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="index folder to create")
+    g = p.add_argument_group("distributed build (make setup SCALE=1; see docs/SCALE.md)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray cluster (no --max-chips cap)")  # fmt: skip
+    g.add_argument("--ray-address", help="HOST:PORT of a Ray cluster (default: a local Ray)")
+    g.add_argument("--block-m", type=float, default=2000.0,
+                   help="side of a work block in metres (2000); the unit of resume")  # fmt: skip
+    g.add_argument("--factory", help="FAISS index, e.g. IVF4096,SQ8 (default: by chip count)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("locate", help="where was this photo taken / is this place")

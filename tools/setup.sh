@@ -4,6 +4,7 @@
 # `make setup` calls this only when a requirements file changed, so a second run is instant.
 set -euo pipefail
 GPU="${GPU:-0}"
+SCALE="${SCALE:-1}"
 VENV="${VENV:-.venv}"
 # libimage-exiftool-perl: the reference reading of real photos' metadata in the tests.
 # xvfb, xdotool, imagemagick: `make test-desktop` runs the real QGIS on a virtual screen and
@@ -44,6 +45,11 @@ else
     "$VENV/bin/python" -m pip uninstall -q -y onnxruntime-gpu
     "${PIP[@]}" --force-reinstall --no-deps "$(grep '^onnxruntime==' requirements.txt)"
   fi
+fi
+if [ "$SCALE" = 1 ]; then
+  # The distributed build (geobridge_scale): Ray Data, pinned with the pyarrow that works with
+  # numpy 1.x. The plugin and the demo never import it.
+  "${PIP[@]}" -r requirements-scale.txt
 fi
 "$VENV/bin/python" - <<'PY'
 import numpy, onnxruntime, faiss, tokenizers  # noqa: F401

@@ -346,7 +346,10 @@ class Index:
                     f"{', '.join(bundle.precisions)}; rebuild it or use the bundle that built it"
                 )
         try:
-            index = faiss.read_index(str(root / "vectors.faiss"))
+            # An IVF index merged on disk (geobridge_scale) maps its lists from the ivfdata
+            # file beside vectors.faiss instead of loading them.
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR if manifest.get("ivfdata") else 0
+            index = faiss.read_index(str(root / "vectors.faiss"), flags)
             with np.load(root / "chips.npz") as z:
                 arrays = {k: z[k] for k in ("ids", "sizes", "cx", "cy", "lon", "lat")}
         except (OSError, RuntimeError, KeyError, ValueError) as e:

@@ -33,7 +33,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 from pyproj import CRS, Proj, Transformer
 
-from . import defaults, raster_view
+from . import chipid, defaults, raster_view
 from .errors import UserError
 from .gdal_mode import gdal_exceptions
 
@@ -268,13 +268,9 @@ class Grid:
 
 
 def _chip_id(size_index: int, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
-    # 4 bits of scale, 29+29 bits of signed lattice position: unique, stable, positive.
-    off = 1 << 28
-    return (
-        (np.int64(size_index) << 58)
-        | ((kx.astype(np.int64) + off) << 29)
-        | (ky.astype(np.int64) + off)
-    )
+    # Size class and lattice position in Morton order (chipid): ids sort spatially and a
+    # chip's footprint follows from its id and the grid.
+    return chipid.encode(size_index, kx, ky)
 
 
 @gdal_exceptions()
