@@ -209,7 +209,10 @@ class Runner:
 
     def click(self, name):
         """A mouse click on a dock button, as a person makes it."""
+        from qgis.PyQt.QtWidgets import QApplication
+
         self.reveal(name)
+        QApplication.processEvents()  # the tab, group and scroll take their new geometry
         button = self.w(name)
         check(button.isEnabled(), f"the dock's {name} button is disabled")
         self.click_widget(button)
@@ -235,10 +238,19 @@ class Runner:
         )
 
     def reveal(self, name):
-        """Scroll the dock so that one of its widgets shows, as a person scrolls to it."""
-        from qgis.PyQt.QtWidgets import QScrollArea
+        """Bring one of the dock's widgets into view as a person does: its tab, its group
+        opened if collapsed, the dock scrolled to it."""
+        from qgis.PyQt.QtWidgets import QGroupBox, QScrollArea, QStackedWidget, QTabWidget
 
         widget = parent = self.w(name)
+        node = widget.parentWidget()
+        while node is not None:
+            up = node.parentWidget()
+            if isinstance(node, QGroupBox) and getattr(node, "isCollapsed", lambda: False)():
+                node.setCollapsed(False)  # a collapsed group: the person opens it
+            if isinstance(up, QStackedWidget) and isinstance(up.parentWidget(), QTabWidget):
+                up.parentWidget().setCurrentWidget(node)  # its tab: the person clicks it
+            node = up
         while parent is not None and not isinstance(parent, QScrollArea):
             parent = parent.parentWidget()
         if parent is not None:
