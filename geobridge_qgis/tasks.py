@@ -189,8 +189,10 @@ class LocateTask(EngineTask):
         if self.store is not None and outcome.out is not None:
             if any(q.candidates for q in outcome.queries):
                 from .core.store import import_run
+                from .result_groups import query_label
 
-                label = outcome.queries[0].label if len(outcome.queries) == 1 else outcome.out.stem
+                # The run's readable name: the photo(s), else the description's start.
+                label = query_label(self.request.photos, self.request.text).rsplit(" ", 1)[0]
                 self.run = import_run(self.store, outcome.out, label)
                 outcome.store, outcome.run = self.store, self.run
             else:

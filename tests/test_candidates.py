@@ -49,7 +49,7 @@ def test_candidates_refined_to_one_spot_are_merged():
 
 def test_two_candidates_refined_to_the_same_spot_merge(sat):  # noqa: F811
     ds, crs, (x0, y0) = sat
-    cam = refine.Camera(altitude_m=130.0, tilt_deg=15.0, hfov_deg=70.0, heading_deg=200.0)
+    cam = refine.Camera(0.0, 0.0, altitude_m=130.0, tilt_deg=15.0, hfov_deg=70.0, heading_deg=200.0)
     photo, truth = synthetic_photo(ds, crs, (x0 + 300, y0 + 300), cam)
     tx, ty = truth["centre"]
     # Two neighbouring chips around the truth, and one far away.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from PyQt5.QtCore import QSettings
+from qgis.PyQt.QtCore import QSettings
 
 from tools import desktop_test, qgis_profile
 
@@ -37,7 +37,7 @@ def test_profile_has_the_plugin_from_its_zip_and_the_private_packages(tmp_path):
     assert (plugin / "metadata.txt").is_file() and not plugin.is_symlink()
     linked = profile / "python" / "geobridge_deps" / "faiss" / "__init__.py"
     assert linked.stat().st_ino == (deps / "faiss" / "__init__.py").stat().st_ino
-    ini = QSettings(str(profile / "QGIS" / "QGIS3.ini"), QSettings.IniFormat)
+    ini = QSettings(str(profile / "QGIS" / "QGIS3.ini"), QSettings.Format.IniFormat)
     assert ini.value("PythonPlugins/geobridge_qgis") in (True, "true")
     assert ini.value("geobridge/dock/index") == index  # one string, not a list
 

@@ -54,9 +54,10 @@ def saved_settings():
 @pytest.fixture
 def dock(qgis_iface, qgis_new_project, saved_settings, monkeypatch, tmp_path):
     """A dock as in a zip install: no bundle chosen, no demo bundle beside the plugin."""
+    from geobridge_qgis import settings
     from geobridge_qgis.gui import dock as dock_module
 
-    monkeypatch.setattr(dock_module, "DEMO_BUNDLE", tmp_path / "no-demo-in-the-zip")
+    monkeypatch.setattr(settings, "DEMO_BUNDLE", tmp_path / "no-demo-in-the-zip")
     QgsSettings().remove("geobridge/dock")
     d = dock_module.GeoBridgeDock(qgis_iface, qgis_iface.mainWindow())
     d.setFloating(True)

@@ -1,4 +1,5 @@
 """The GeoBridge Processing provider, run the way scripts and the toolbox run it.
+Over 500 lines because each scenario needs its own real layer and run; they share fixtures.
 
 Each algorithm goes through `processing.run("geobridge:...")` with the tiny bundle and a real
 GeoTIFF layer; outputs are read back with OGR/GDAL, not through the plugin's own code.

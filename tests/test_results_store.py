@@ -128,9 +128,9 @@ def test_three_runs_survive_closing_and_reopening_the_project_styled(
 
     # Export what the analyst ticks: the newest is ticked for them, they add the first.
     dialog = RunExportDialog()
-    assert [dialog.runs.item(i).data(Qt.UserRole) for i in range(3)] == [3, 2, 1]
+    assert [dialog.runs.item(i).data(Qt.ItemDataRole.UserRole) for i in range(3)] == [3, 2, 1]
     assert dialog.chosen() == [3]
-    dialog.runs.item(2).setCheckState(Qt.Checked)
+    dialog.runs.item(2).setCheckState(Qt.CheckState.Checked)
     dialog.file.setFilePath(str(tmp_path / "picked"))
     line, error = dialog.export()
     picked = tmp_path / "picked.gpkg"

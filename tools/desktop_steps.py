@@ -1,4 +1,5 @@
 """The steps of `make test-desktop`, run inside the real QGIS desktop.
+Over 500 lines because QGIS loads it as one startup module: steps and their plumbing together.
 
 tools/desktop_test.py starts `qgis` with a PYQGIS_STARTUP script that imports this file as a
 module (QGIS runs a startup script in its shared ``__main__`` namespace, where names such as
