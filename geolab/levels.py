@@ -34,7 +34,7 @@ from geobridge_qgis.core import service
 from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.camera import Camera, focal_35mm_from_hfov, hfov_from_35mm
 from geobridge_qgis.core.errors import UserError
-from geobridge_qgis.core.fusion import calibration_feature, kind_of
+from geobridge_qgis.core.fusion import calibrated, calibration_feature, kind_of
 from geobridge_qgis.core.geodesy import haversine_m
 from geobridge_qgis.core.locate import QueryOptions
 from geobridge_qgis.core.photo import read_photo_with_meta
@@ -124,8 +124,25 @@ def run_world(
     session = service.LocateSession(bundle, index, log=why.append)
     if session.matcher is None:
         raise UserError(why[0] if why else f"{world}: image matching cannot read the raster")
-    to_ll = Transformer.from_crs(index.crs, 4326, always_xy=True)
-    ps = load_photos(world, index.crs, photos)
+    try:
+        return run_session(session, world, seed, photos, yaw_errors, previous, log)
+    finally:
+        session.close()
+
+
+def run_session(
+    session,
+    world: Path,
+    seed: int = EVAL_SEED,
+    photos: int | None = None,
+    yaw_errors: tuple[float, ...] = YAW_ERRORS,
+    previous: bool = True,
+    log=print,
+) -> Runs:
+    """`run_world` with an open `service.LocateSession` on the world's index (the demo's)."""
+    world = Path(world)
+    to_ll = Transformer.from_crs(session.index.crs, 4326, always_xy=True)
+    ps = load_photos(world, session.index.crs, photos)
     runs = Runs(tilts=[p.tilt_deg for p in ps])
     retrieval = QueryOptions(top_k=10, heatmap=False, rerank=False, posterior=False)
     full = QueryOptions(top_k=10, heatmap=False)
@@ -168,7 +185,6 @@ def run_world(
                               p.focal_35mm)  # fmt: skip
             metadata_alone(f"yaw {yaw:g}|metadata alone", p, meta)
             answer(f"yaw {yaw:g}|full pipeline", query(full, p, meta), p, meta, False)
-    session.close()
     return runs
 
 
@@ -259,8 +275,10 @@ def yaw_table(runs: Runs) -> str:
 
 
 def reliability_table(runs: Runs, radius: float = 50.0) -> str:
-    rows = reliability([c["probability"] for c in runs.candidates],
-                       [c["error_m"] <= radius for c in runs.candidates])  # fmt: skip
+    """Probabilities as the engine's current calibration gives them (from each candidate's
+    recorded feature: the same numbers the run saw unless CALIBRATION changed since)."""
+    probs = [calibrated(c["kind"], c["feature"]) for c in runs.candidates]
+    rows = reliability(probs, [c["error_m"] <= radius for c in runs.candidates])
     lines = [f"| probability | candidates | mean p | within {radius:g} m |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['bin']} | {r['n']} | {_fmt(r['mean_p'], '.2f')} | "
@@ -276,6 +294,15 @@ def report(name: str, runs: Runs) -> str:
         parts += ["Full metadata with a fixed gimbal yaw error:", "", yaw_table(runs), ""]
     parts += ["Reliability of the full pipeline's candidates (all levels):", "",
               reliability_table(runs), ""]  # fmt: skip
+    return "\n".join(parts)
+
+
+def report_from_json(path: Path, seed: int = EVAL_SEED) -> str:
+    """The markdown of a levels.json written before (probabilities recalibrated)."""
+    parts = []
+    for name, d in json.loads(Path(path).read_text()).items():
+        runs = Runs(d["errors"], d["tilts"], d["candidates"], d["conflicts"], d["refined"])
+        parts.append(report(f"{name} (noise seed {seed})", runs))
     return "\n".join(parts)
 
 
