@@ -220,3 +220,16 @@ def test_conflict_and_uncertainty_reach_the_geopackage_and_json(sat, tmp_path):
     got = (f["conflict"], f["centre_sigma_m"])
     f = ds = None  # the feature before its dataset
     assert got == ("centre 80 m from ...", 1.5)
+
+
+def test_without_metadata_the_order_is_the_rerankers(sat):
+    _, crs, (x0, y0) = sat
+    chips = [candidate(x0 + 100 * k, y0, 0.9 - 0.1 * k, rank=k + 1) for k in range(4)]
+    chips[2].method, chips[2].match = "refined", Match(True, x=x0, y=y0, confidence=0.5)
+    chips[2].centre_sigma_m = 1.2
+    order = [id(c) for c in chips]
+    out = fusion.fuse(list(chips), None, crs, 20.0, None, L.Candidate)
+    assert [id(c) for c in out] == order and [c.rank for c in out] == [1, 2, 3, 4]
+    assert all(c.method != "metadata" and c.conflict is None for c in out)
+    assert out[2].centre_sigma_m == 1.2 and out[0].centre_sigma_m == 50.0
+    assert out[2].probability > out[0].probability > out[3].probability > 0

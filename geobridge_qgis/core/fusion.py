@@ -38,10 +38,10 @@ CALIBRATION_RADIUS_M = 50.0
 # Platt coefficients (a, b) per kind of candidate; features in `calibration_feature`.
 # Fitted by `python -m geolab calibrate` on the training world (see docs/EVALUATION-metadata.md).
 # Fitted on world 4242 (1 km, tilts 0-85, 20 photos x 3 levels, 463 candidates: 8 refined, all
-# within 50 m, so a constant; 1 conflict, too few: hand-set; 40 metadata; 414 retrieval).
+# within 50 m, so a constant; 1 conflict, too few: even odds; 40 metadata; 414 retrieval).
 CALIBRATION: dict[str, tuple[float, float]] = {
     "refined": (2.708, 0.0),  # feature: the match's confidence (0..1)
-    "conflict": (-1.0, 1.0),  # feature: the match's confidence (hand-set)
+    "conflict": (0.0, 0.0),  # too few to fit (1, within 50 m: a GNSS jump): even odds
     "metadata": (-1.013, 1.197),  # feature: logit of the prior's own P(within 50 m)
     "retrieval": (-2.038, 0.474),  # feature: logit of the retrieval softmax probability
 }
