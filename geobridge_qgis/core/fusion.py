@@ -30,7 +30,6 @@ import math
 import numpy as np
 from pyproj import Transformer
 
-from . import tiling
 from .consistency import conflict
 from .posterior import MetadataPrior, expected_footprint_m
 
@@ -157,9 +156,3 @@ def fuse(candidates: list, prior: MetadataPrior | None, crs, logit_scale: float,
     for r, c in enumerate(out, start=1):
         c.rank = r
     return out
-
-
-def prior_polygon(prior: MetadataPrior, crs, k: float = 3.0):
-    """The prior's k-sigma region as a WGS 84 OGR polygon (for maps and the GeoPackage)."""
-    ring = prior.ellipse(k)
-    return tiling.transform_geometry(tiling.polygon_geometry(ring), crs, 4326)
