@@ -27,6 +27,16 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, evaluate_refinement, refinement_table, table
 
+    if args.levels:
+        from .levels import evaluate_levels
+
+        log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+        worlds = [args.world, *args.also]
+        md = evaluate_levels(args.bundle, worlds, args.out, photos=args.photos,
+                             yaw=not args.no_yaw, log=log)  # fmt: skip
+        print(md)
+        print(f"wrote {args.out}/levels.md and levels.json")
+        return 0
     if not args.refine_only:
         rows = evaluate(args.bundle, args.world, args.out)
         print(table(rows))
@@ -36,6 +46,19 @@ def cmd_eval(args) -> int:
         rows = evaluate_refinement(args.bundle, args.world, args.out, not args.no_priors, log)
         print(refinement_table(rows))
         print(f"wrote {args.out}/refinement.json")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate
+
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    table = calibrate(args.bundle, args.world, args.out, args.photos, log)
+    print("CALIBRATION = {")
+    for kind, (a, b) in table.items():
+        print(f'    "{kind}": ({a}, {b}),')
+    print("}")
+    print(f"wrote {args.out}/calibration.json")
     return 0
 
 
@@ -78,7 +101,20 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-refine", action="store_true", help="skip the re-ranking/refinement table")
     g.add_argument("--refine-only", action="store_true", help="only that table")
     p.add_argument("--no-priors", action="store_true", help="that table without the prior rows")
+    p.add_argument("--levels", action="store_true",
+                   help="per metadata level (none/gps/full, realistic noise), tilt band and "
+                        "yaw error, with the reliability table (geolab/levels.py)")  # fmt: skip
+    p.add_argument("--also", type=Path, nargs="*", default=[], help="more worlds (--levels)")
+    p.add_argument("--photos", type=int, help="first N photos per world (--levels; all)")
+    p.add_argument("--no-yaw", action="store_true", help="--levels without the yaw-error table")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="fit the candidates' probabilities on a training world")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--world", type=Path, required=True, help="a world never used to evaluate")
+    p.add_argument("--out", type=Path, default=Path("out/calibrate"))
+    p.add_argument("--photos", type=int, help="first N photos (all)")
+    p.set_defaults(func=cmd_calibrate)
     return ap
 
 

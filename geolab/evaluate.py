@@ -38,7 +38,12 @@ from geobridge_qgis.core.photo import read_photo, read_photo_with_meta
 from geobridge_qgis.core.priors import NO_PRIORS, PriorOptions, priors_for
 from synthworld.files import read_world
 
-from .metrics import first_positive_ranks, localisation_metrics, retrieval_metrics
+from .metrics import (
+    first_positive_ranks,
+    localisation_metrics,
+    mean_average_precision,
+    retrieval_metrics,
+)
 
 TOPK_CSV = 10
 
@@ -62,13 +67,15 @@ def colour_histogram(images: list[np.ndarray], bins: int = 8) -> np.ndarray:
     return normalize(np.sqrt(out))
 
 
-def _row(name: str, method: str, ranks, gallery_size, errors) -> dict:
-    return {
+def _row(name: str, method: str, ranks, gallery_size, errors, scores=None, positives=None) -> dict:
+    row = {
         "direction": name,
         "method": method,
         **retrieval_metrics(ranks, gallery_size),
         **localisation_metrics(errors),
     }
+    row["mAP"] = float("nan") if scores is None else mean_average_precision(scores, positives)
+    return row
 
 
 def _write_topk(path: Path, scores: np.ndarray, positives: np.ndarray, gallery_ids) -> None:
@@ -114,7 +121,7 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
         ("no-rot", drone_up @ gallery.T),
     ):
         rows.append(_row("drone->satellite", method, first_positive_ranks(s, positives),
-                         len(ids), chip_errors(s)))  # fmt: skip
+                         len(ids), chip_errors(s), scores=s, positives=positives))  # fmt: skip
         if method == "rot-TTA":
             _write_topk(out / "topk_drone_satellite.csv", s, positives, ids)
             engine_err = []
@@ -124,11 +131,11 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
                 engine_err.append(haversine_m(best.lon, best.lat, world.lon[q], world.lat[q]))
             ranks = first_positive_ranks(s, positives)
             rows.append(_row("drone->satellite", "rot-TTA, engine candidate", ranks, len(ids),
-                             np.array(engine_err)))  # fmt: skip
+                             np.array(engine_err), scores=s, positives=positives))  # fmt: skip
     rng = np.random.default_rng(seed)
     rnd = rng.random(positives.shape)
     rows.append(_row("drone->satellite", "random", first_positive_ranks(rnd, positives),
-                     len(ids), chip_errors(rnd)))  # fmt: skip
+                     len(ids), chip_errors(rnd), scores=rnd, positives=positives))  # fmt: skip
     reader = tiling.ChipReader(
         tiling.open_raster(world.root / "satellite.tif"), index.crs, (-1e12, -1e12, 1e12, 1e12)
     )
@@ -137,7 +144,7 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
     hist_g, hist_q = colour_histogram(chips), colour_histogram(photos)
     hs = hist_q @ hist_g.T
     rows.append(_row("drone->satellite", "colour histogram", first_positive_ranks(hs, positives),
-                     len(ids), chip_errors(hs)))  # fmt: skip
+                     len(ids), chip_errors(hs), scores=hs, positives=positives))  # fmt: skip
 
     # satellite -> drone: the 100 m chip nearest each photo's centre is the query
     small = np.flatnonzero(index.sizes == index.sizes.min())
@@ -147,38 +154,60 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
     s = np.einsum("qd,grd->qgr", gallery[qchips], drone_rot).max(2)
     top = s.argmax(1)
     err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
-    rows.append(_row("satellite->drone", "rot-TTA", first_positive_ranks(s, eye), len(photos), err))
+    rows.append(
+        _row(
+            "satellite->drone",
+            "rot-TTA",
+            first_positive_ranks(s, eye),
+            len(photos),
+            err,
+            scores=s,
+            positives=eye,
+        )
+    )
     _write_topk(out / "topk_satellite_drone.csv", s, eye, world.files)
     hs2 = hist_g[qchips] @ hist_q.T
     top = hs2.argmax(1)
     err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
     rows.append(_row("satellite->drone", "colour histogram", first_positive_ranks(hs2, eye),
-                     len(photos), err))  # fmt: skip
+                     len(photos), err, scores=hs2, positives=eye))  # fmt: skip
 
     # text -> satellite and text -> drone
     if all(world.texts) and "text" in bundle.towers:
         text = encoders.encode_text(world.texts)
         s = text @ gallery.T
         rows.append(_row("text->satellite", "model", first_positive_ranks(s, positives),
-                         len(ids), chip_errors(s)))  # fmt: skip
+                         len(ids), chip_errors(s), scores=s, positives=positives))  # fmt: skip
         _write_topk(out / "topk_text_satellite.csv", s, positives, ids)
         rnd = rng.random(positives.shape)
         rows.append(_row("text->satellite", "random", first_positive_ranks(rnd, positives),
-                         len(ids), chip_errors(rnd)))  # fmt: skip
+                         len(ids), chip_errors(rnd), scores=rnd, positives=positives))  # fmt: skip
         s = np.einsum("qd,grd->qgr", text, drone_rot).max(2)
         top = s.argmax(1)
         err = haversine_m(world.lon[top], world.lat[top], world.lon, world.lat)
-        rows.append(_row("text->drone", "model", first_positive_ranks(s, eye), len(photos), err))
+        rows.append(
+            _row(
+                "text->drone",
+                "model",
+                first_positive_ranks(s, eye),
+                len(photos),
+                err,
+                scores=s,
+                positives=eye,
+            )
+        )
         _write_topk(out / "topk_text_drone.csv", s, eye, world.files)
     (out / "metrics.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["R@1", "R@5", "R@1%", "AP", "L@50", "L@100", "L@150", "median_m"]
-    lines = ["| direction | method | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    cols = ["R@1", "R@5", "R@1%", "MRR", "mAP", "L@50", "L@100", "L@150", "median_m"]
+    names = {"MRR": "MRR (official 'AP')", "mAP": "mAP (all positives)"}
+    lines = ["| direction | method | " + " | ".join(names.get(c, c) for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]  # fmt: skip
     for r in rows:
-        vals = [f"{r[c]:.1f}" for c in cols]
+        vals = ["–" if r[c] != r[c] else f"{r[c]:.1f}" for c in cols]
         lines.append(f"| {r['direction']} | {r['method']} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 

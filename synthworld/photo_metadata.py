@@ -49,15 +49,17 @@ def _signed(v: float) -> str:
 
 
 def _xmp(cam: Camera, meta: dict) -> bytes:
-    yaw = (cam.heading_deg + 180.0) % 360.0 - 180.0
+    # The attitude written: the error model's (synthworld.metadata_errors), else the truth.
+    yaw = meta.get("yaw", (cam.heading_deg + 180.0) % 360.0 - 180.0)
     fy, fp, fr = meta["flight"]
-    flight_yaw = (yaw + fy + 180.0) % 360.0 - 180.0
+    flight_yaw = meta.get("flight_yaw", (yaw + fy + 180.0) % 360.0 - 180.0)
+    pitch = meta.get("pitch", cam.tilt_deg - 90.0)
     attrs = {
         "drone-dji:AbsoluteAltitude": _signed(meta["gps_alt"]),
         "drone-dji:RelativeAltitude": _signed(meta["rel_alt"]),
         "drone-dji:GimbalRollDegree": "+0.00",
         "drone-dji:GimbalYawDegree": _signed(yaw),
-        "drone-dji:GimbalPitchDegree": _signed(cam.tilt_deg - 90.0),
+        "drone-dji:GimbalPitchDegree": _signed(pitch),
         "drone-dji:FlightRollDegree": _signed(fr),
         "drone-dji:FlightYawDegree": _signed(flight_yaw),
         "drone-dji:FlightPitchDegree": _signed(fp),
@@ -80,7 +82,11 @@ def _xmp(cam: Camera, meta: dict) -> bytes:
     ).encode()
 
 
-def save_photo(path: Path, img: np.ndarray, cam: Camera, meta: dict | None) -> None:
+def save_photo(
+    path: Path, img: np.ndarray, cam: Camera, meta: dict | None, xmp: bool = True
+) -> None:
+    """The photo as a JPEG; with `meta`, EXIF (GPS, time, camera) and, with `xmp`, the DJI XMP
+    (attitude, altitudes): without it a photo carries its GPS position only."""
     im = Image.fromarray(img)
     if meta is None:
         im.save(path, "JPEG", quality=90)
@@ -110,5 +116,8 @@ def save_photo(path: Path, img: np.ndarray, cam: Camera, meta: dict | None) -> N
     gps[0x0006] = _rational(abs(meta["gps_alt"]), 1000)
     gps[0x0012] = "WGS-84"
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=90, exif=ex, xmp=_xmp(cam, meta))
+    if xmp:
+        im.save(buf, "JPEG", quality=90, exif=ex, xmp=_xmp(cam, meta))
+    else:
+        im.save(buf, "JPEG", quality=90, exif=ex)
     path.write_bytes(buf.getvalue())

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from geobridge_qgis.core.geodesy import haversine_m
-from geolab.metrics import first_positive_ranks, localisation_metrics, retrieval_metrics
+from geolab.metrics import (
+    first_positive_ranks,
+    localisation_metrics,
+    mean_average_precision,
+    retrieval_metrics,
+)
 
 
 def test_ranks_and_recall_on_a_known_matrix():
@@ -23,6 +28,12 @@ def test_ranks_and_recall_on_a_known_matrix():
     m = retrieval_metrics(ranks, gallery_size=4)
     assert m["R@1"] == 25 and m["R@5"] == 75 and m["R@1%"] == 25
     assert m["AP"] == pytest.approx((1 + 1 / 3 + 1 / 3 + 0) / 4 * 100)
+    assert m["MRR"] == m["AP"]  # the official code's "AP" is the mean reciprocal rank
+    # Average precision over all positives: query 2's second positive comes 4th, so its AP is
+    # (1/3 + 2/4) / 2, below its reciprocal rank; a query without positives counts 0.
+    assert mean_average_precision(scores, pos) == pytest.approx(
+        (1 + 1 / 3 + (1 / 3 + 2 / 4) / 2 + 0) / 4 * 100
+    )
 
 
 def test_one_percent_uses_the_gallery_size():

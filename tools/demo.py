@@ -39,7 +39,7 @@ def progress(done: int, total: int, rate: float) -> None:
         print()
 
 
-def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int) -> int:
+def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int, level_photos: int = 12) -> int:
     out.mkdir(parents=True, exist_ok=True)
     world = read_world(world_dir)
     index_dir = out / "index"
@@ -101,6 +101,14 @@ def run(bundle_dir: Path, world_dir: Path, out: Path, photos: int) -> int:
                   f"{len(e)} photos, within 10 m for {np.mean(e <= 10):.0%}, median error "
                   f"{np.median(e):.0f} m")  # fmt: skip
     print(f"wrote {gpkg}")
+    if level_photos:
+        from geolab.levels import level_table, run_session
+
+        print(f"\nper metadata level (first {level_photos} photos, metadata re-noised with the "
+              "error model of synthworld/metadata_errors.py):")  # fmt: skip
+        runs = run_session(session, world_dir, photos=level_photos, yaw_errors=(),
+                           previous=False, log=lambda s: None)  # fmt: skip
+        print(level_table(runs))
     from tools.mapimage import render_map
 
     # The matcher's GDAL dataset must be gone before QGIS shuts GDAL down (exitQgis), or its
@@ -119,9 +127,11 @@ def main() -> int:
     ap.add_argument("--world", type=Path, default=ROOT / "resources/demo/world")
     ap.add_argument("--out", type=Path, default=ROOT / "out/demo")
     ap.add_argument("--photos", type=int, default=40)
+    ap.add_argument("--level-photos", type=int, default=12,
+                    help="photos in the per-metadata-level table (0: none)")  # fmt: skip
     args = ap.parse_args()
     try:
-        return run(args.bundle, args.world, args.out, args.photos)
+        return run(args.bundle, args.world, args.out, args.photos, args.level_photos)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

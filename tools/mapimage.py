@@ -13,8 +13,9 @@ def render_map(
     world_dir: Path, gpkg: Path, png: Path, query_of_photo: dict[int, int], size: int = 1400
 ) -> Path:
     """Satellite raster, the top-1 candidate of the queries in `query_of_photo` (photo row in
-    truth.csv -> query id) coloured by score, the true locations (white crosses) and a line
-    from each truth to its query's top-1."""
+    truth.csv -> query id) coloured by score, the true locations (white crosses), a line
+    from each truth to its query's top-1, and each photo's metadata prior (yellow: the
+    "metadata" candidate's 3-sigma circle)."""
     from qgis.core import QgsApplication
 
     app = QgsApplication.instance()
@@ -74,6 +75,7 @@ def _render(world_dir: Path, gpkg: Path, png: Path, query_of_photo: dict[int, in
             lines.append(g)
     truth.dataProvider().addFeatures(feats)
     links.dataProvider().addFeatures(lines)
+    priors = _prior_circles(gpkg, ids)
     truth.setRenderer(QgsSingleSymbolRenderer(QgsMarkerSymbol.createSimple(
         {"name": "cross2", "color": "white", "outline_color": "white", "size": "4",
          "outline_width": "0.6"})))  # fmt: skip
@@ -91,7 +93,7 @@ def _render(world_dir: Path, gpkg: Path, png: Path, query_of_photo: dict[int, in
                                        f"{qs[k]:.2f} - {qs[k + 1]:.2f}"))  # fmt: skip
     cand.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
     settings = QgsMapSettings()
-    settings.setLayers([links, truth, cand, sat])
+    settings.setLayers([links, truth, cand, priors, sat])
     settings.setDestinationCrs(sat.crs())
     settings.setExtent(sat.extent())
     settings.setOutputSize(QSize(size, size))
@@ -101,3 +103,35 @@ def _render(world_dir: Path, gpkg: Path, png: Path, query_of_photo: dict[int, in
     job.waitForFinished()
     png.parent.mkdir(parents=True, exist_ok=True)
     job.renderedImage().save(str(png), "PNG")
+
+
+def _prior_circles(gpkg: Path, ids: str):
+    """A memory layer of 3-sigma circles around the queries' "metadata" candidates."""
+    import math
+
+    from qgis.core import (
+        QgsFeature,
+        QgsFillSymbol,
+        QgsGeometry,
+        QgsPointXY,
+        QgsSingleSymbolRenderer,
+        QgsVectorLayer,
+    )
+
+    src = QgsVectorLayer(f"{gpkg}|layername=candidates", "metadata", "ogr")
+    src.setSubsetString(f'"method" = \'metadata\' AND "query_id" IN ({ids})')
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326", "priors", "memory")
+    feats = []
+    for f in src.getFeatures():
+        r = 3 * float(f["centre_sigma_m"] or 0.0)
+        lon, lat = float(f["lon"]), float(f["lat"])
+        dlat, dlon = r / 111_320.0, r / (111_320.0 * max(math.cos(math.radians(lat)), 1e-6))
+        ring = [QgsPointXY(lon + dlon * math.cos(t), lat + dlat * math.sin(t))
+                for t in (2 * math.pi * k / 48 for k in range(49))]  # fmt: skip
+        g = QgsFeature()
+        g.setGeometry(QgsGeometry.fromPolygonXY([ring]))
+        feats.append(g)
+    layer.dataProvider().addFeatures(feats)
+    style = {"color": "0,0,0,0", "outline_color": "255,221,0,220", "outline_width": "0.5"}
+    layer.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple(style)))
+    return layer

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyproj import Transformer
 
-from . import defaults, tiling
+from . import defaults, fusion, tiling
 from .encoders import Encoders, normalize
 from .index import Index
 from .photo import PhotoMeta
+from .posterior import MetadataPrior, metadata_prior
 from .priors import PriorOptions, priors_for
 from .refine import Match, Matcher, RasterUnavailable, rerank
 
@@ -90,6 +91,12 @@ class Candidate:
     heading_sigma_deg: float | None = None
     centre_sigma_m: float | None = None
     retrieval_lonlat: tuple[float, float] | None = None  # before refinement moved it
+    # Set by the posterior step (core.fusion): why an accepted match disagrees with the
+    # photo's metadata (None: it agrees, or there is no metadata), what the candidate rests on,
+    # and its share of the retrieval softmax (a calibration feature).
+    conflict: str | None = None
+    evidence: str = ""
+    retrieval_probability: float = 0.0
     cosine: float | None = None  # the seed chip's retrieval cosine (default: `score`)
     merged_ranks: list[int] = field(default_factory=list)  # all retrieval ranks it stands for
 
@@ -116,12 +123,14 @@ class Candidate:
             "chip_ids": self.chip_ids,
             "merged_ranks": self.merged_ranks,
             "match": self.match.as_dict() if self.match else None,
+            "centre_sigma_m": _round(self.centre_sigma_m, 2),
+            "conflict": self.conflict,
+            "evidence": self.evidence,
         }
         if self.method == "refined":
             d.update(
                 heading_deg=round(self.heading_deg, 2),
                 heading_sigma_deg=_round(self.heading_sigma_deg, 2),
-                centre_sigma_m=_round(self.centre_sigma_m, 2),
                 retrieval_lon=round(self.retrieval_lonlat[0], 7),
                 retrieval_lat=round(self.retrieval_lonlat[1], 7),
             )
@@ -161,6 +170,7 @@ class LocateResult:
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
     # The GPS prior's circle: where the metadata alone puts the view centre (lon, lat, metres).
     prior_circle: tuple[float, float, float] | None = None
+    prior: MetadataPrior | None = None  # the metadata's prior density (core.posterior)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
 
 
@@ -310,11 +320,13 @@ class QueryOptions:
     refine: bool = defaults.REFINE
     rerank_top: int = defaults.RERANK_TOP  # candidates matched geometrically
     priors: PriorOptions = field(default_factory=PriorOptions)
+    posterior: bool = True  # metadata prior as a candidate and a gate (core.fusion)
 
     def as_dict(self) -> dict:
         return {"top_k": self.top_k, "rotations": list(self.rotations), "view": self.view,
                 "text_weight": self.text_weight, "rerank": self.rerank, "refine": self.refine,
-                "rerank_top": self.rerank_top, "priors": self.priors.as_dict()}  # fmt: skip
+                "rerank_top": self.rerank_top, "priors": self.priors.as_dict(),
+                "posterior": self.posterior}  # fmt: skip
 
 
 def set_probabilities(candidates: list[Candidate], logit_scale: float) -> None:
@@ -404,10 +416,17 @@ def locate_query(
     res.priors_used, res.notes = list(pri.used), list(pri.notes)
     if "gps" in pri.used:
         res.prior_circle = (*pri.centre_lonlat, pri.radius_m)
+    prior = None
+    if image is not None and o.posterior:
+        prior = metadata_prior(meta, (image.shape[1], image.shape[0]), o.priors, index.crs)
+    res.prior, prior_match = prior, None
     if image is not None and o.rerank and matcher is not None and res.candidates:
         for c in res.candidates:
             c.retrieval_lonlat = (c.lon, c.lat)
         matcher.set_photo(image, pri.camera)
+        if prior is not None:  # the metadata's own window first
+            prior_match = fusion.match_prior(matcher, prior, pri.footprint_m,
+                                             res.candidates[0].size_m)  # fmt: skip
         res.candidates = rerank(res.candidates, matcher, o.rerank_top, o.refine, pri.footprint_m)
         to_ll = Transformer.from_crs(index.crs, 4326, always_xy=True)
         for c in res.candidates:
@@ -416,6 +435,10 @@ def locate_query(
         res.candidates = merge_same_spot(res.candidates)
         set_probabilities(res.candidates, encoders.bundle.logit_scale)
         res.timings["rerank"] = time.perf_counter() - t2
+    if image is not None and o.posterior:
+        res.candidates = fusion.fuse(res.candidates, prior, index.crs,
+                                     encoders.bundle.logit_scale, prior_match, Candidate,
+                                     pri.footprint_m)  # fmt: skip
     res.candidates = res.candidates[: o.top_k]
     new_rank = {r: c.rank for c in res.candidates for r in (c.retrieval_rank, *c.merged_ranks)}
     res.chips = [(i, s, new_rank[r]) for i, s, r in res.chips if r in new_rank]

@@ -68,7 +68,9 @@ _CANDIDATE_FIELDS = [
     ("inliers", ogr.OFTInteger),
     ("heading_deg", ogr.OFTReal),
     ("heading_sigma_deg", ogr.OFTReal),
-    ("centre_sigma_m", ogr.OFTReal),
+    ("centre_sigma_m", ogr.OFTReal),  # one sigma, metres, for every kind of candidate
+    ("conflict", ogr.OFTString),  # why an accepted match disagrees with the metadata
+    ("evidence", ogr.OFTString),  # what the candidate rests on
 ]
 _FOOTPRINT_FIELDS = [
     ("query_id", ogr.OFTInteger),
@@ -150,7 +152,7 @@ def _write(path: Path, items) -> None:
                 n_chips=len(c.chip_ids), chip_ids=",".join(map(str, c.chip_ids)),
                 method=c.method, retrieval_rank=c.retrieval_rank, rank_score=c.rank_score,
                 heading_deg=c.heading_deg, heading_sigma_deg=c.heading_sigma_deg,
-                centre_sigma_m=c.centre_sigma_m,
+                centre_sigma_m=c.centre_sigma_m, conflict=c.conflict, evidence=c.evidence or None,
             )  # fmt: skip
             if c.match is not None:
                 values.update(match_ok=int(c.match.ok), match_note=c.match.reason or "accepted",

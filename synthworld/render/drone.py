@@ -75,13 +75,84 @@ def render_drone(
     `texture`: a pre-rendered `render_texture` of this world and style (fast path for
     training); without one, a local texture of the footprint is rendered at the photo's own
     ground resolution (sharper, ~0.1-0.5 s). Ground outside the texture repeats its edge."""
-    fp = camera.footprint(size)
+    far = None
+    if reaches_horizon(camera, size, FAR_RANGE_M):
+        fp, far = visible_footprint(camera, size, FAR_RANGE_M), FAR_RANGE_M
+    else:
+        fp = camera.footprint(size)
     if texture is None:
         texture = _local_texture(world, camera, style, size, fp)
     img = _warp_ground(texture, camera, size)
     draw_solids(img, world, camera, style, size, fp)
+    if far is not None:
+        _sky_and_haze(img, world, camera, style, size, far)
     noise_rng = rng or np.random.default_rng([style.seed, 2])
     return apply_finish(img, style, noise_rng, vignette=True), Polygon(fp)
+
+
+# Near the horizon the ground runs to infinity: the renderer draws it up to FAR_RANGE_M (and
+# inside the world), fades it into haze from HAZE_FROM of that range, and paints the rest sky.
+FAR_RANGE_M = 500.0
+HAZE_FROM = 0.6
+
+
+def _ground_distance(camera: Camera, uv: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
+    """(horizontal distance from below the camera to where each pixel's ray meets the ground,
+    inf above the horizon; the rays' horizontal unit directions)."""
+    k_inv = np.linalg.inv(camera.intrinsics(size))
+    rays = np.c_[uv, np.ones(len(uv))] @ k_inv.T @ camera.rotation()  # world east, north, up
+    horiz = np.hypot(rays[:, 0], rays[:, 1])
+    down = -rays[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dist = np.where(down > 1e-9, camera.altitude_m * horiz / down, np.inf)
+        unit = rays[:, :2] / np.maximum(horiz, 1e-12)[:, None]
+    return dist, unit
+
+
+def _border(size, n: int = 24) -> np.ndarray:
+    w, h = size
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    xs, ys = -0.5 + t * w, -0.5 + t * h
+    return np.concatenate([
+        np.c_[xs, np.full(n, -0.5)], np.c_[np.full(n, w - 0.5), ys],
+        np.c_[xs[::-1] + w / n, np.full(n, h - 0.5)], np.c_[np.full(n, -0.5), ys[::-1] + h / n],
+    ])  # fmt: skip
+
+
+def reaches_horizon(camera: Camera, size, far_m: float) -> bool:
+    """Whether some of the frame sees the ground beyond far_m, or the sky."""
+    dist, _ = _ground_distance(camera, _border(size, 4), size)
+    return bool((dist > far_m).any())
+
+
+def visible_footprint(camera: Camera, size, far_m: float) -> np.ndarray:
+    """The ground the frame shows within far_m of the point below the camera: the frame's
+    border ray-cast to the ground, rays beyond far_m (or above the horizon) stopped there."""
+    dist, unit = _ground_distance(camera, _border(size), size)
+    d = np.minimum(dist, far_m)
+    pts = np.c_[camera.x + unit[:, 0] * d, camera.y + unit[:, 1] * d]
+    keep = np.r_[True, np.any(np.abs(np.diff(pts, axis=0)) > 1e-6, axis=1)]
+    return pts[keep]
+
+
+def _sky_and_haze(img: np.ndarray, world: World, camera: Camera, style: Style, size, far: float):
+    w, h = size
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    dist, unit = _ground_distance(camera, np.c_[u.ravel(), v.ravel()], size)
+    gx = camera.x + unit[:, 0] * np.where(np.isfinite(dist), dist, 0.0)
+    gy = camera.y + unit[:, 1] * np.where(np.isfinite(dist), dist, 0.0)
+    xmin, ymin, xmax, ymax = world.bounds
+    outside = (gx < xmin) | (gx > xmax) | (gy < ymin) | (gy > ymax) | (dist > far)
+    fog = np.clip((dist - HAZE_FROM * far) / ((1 - HAZE_FROM) * far), 0.0, 1.0)
+    fog = np.where(outside, 1.0, fog).reshape(h, w, 1)
+    haze = np.asarray(style.haze_colour, np.float32)
+    sky = haze * 1.04
+    up = (v / max(h - 1, 1)).reshape(h, w, 1)
+    sky_col = np.clip(sky - 30.0 * (1.0 - up), 0, 255)
+    above = ~np.isfinite(dist).reshape(h, w)
+    out = img.astype(np.float32) * (1 - fog) + haze * fog
+    out[above] = sky_col[above]
+    img[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _local_texture(world: World, camera: Camera, style: Style, size, fp: np.ndarray) -> Texture:
@@ -111,7 +182,7 @@ def _warp_ground(tex: Texture, camera: Camera, size) -> np.ndarray:
     # Level map on a coarse grid, then upsampled.
     gu, gv = np.meshgrid(np.linspace(-0.5, w - 0.5, 9), np.linspace(-0.5, h - 0.5, 7))
     res = camera.ground_resolution(np.c_[gu.ravel(), gv.ravel()], size).reshape(gu.shape)
-    lvl = np.log2(np.maximum(res, 1e-6) / tex.gsd)
+    lvl = np.log2(np.maximum(np.nan_to_num(res, nan=1e6, posinf=1e6), 1e-6) / tex.gsd)
     lvl = np.clip(lvl, 0.0, len(tex.levels) - 1.0).astype(np.float32)
     lo, hi = math.floor(float(lvl.min())), math.ceil(float(lvl.max()))
     out = None

@@ -1,0 +1,164 @@
+"""The answer as a posterior: the metadata's prior, retrieval and image matches as evidence.
+
+With a metadata prior (`posterior.metadata_prior`; a GPS position at least):
+
+1. The imagery window around the prior's predicted centre, wide enough for its 3-sigma region
+   (`MetadataPrior.window_m`), is matched first (`match_prior`), as well as the top retrieval
+   candidates' windows (`refine.rerank`).
+2. Every accepted match goes through the consistency gates (`consistency.conflict`): one that
+   agrees with the metadata is **consistent** evidence; one that disagrees keeps its place as a
+   candidate flagged `conflict` (both positions, why) and is never the answer.
+3. The metadata's own point is a candidate ("metadata", its one-sigma uncertainty in metres).
+4. Order: consistent matches (strongest geometry first), then the metadata candidate, then
+   conflicts and unverified retrieval candidates in their retrieval order. So when matching
+   fails the answer is the prior's point with the prior's uncertainty, never a chip centre far
+   from it; an accepted match inside the prior wins, refined.
+
+Without a prior the order is the re-ranker's, as before. Either way each candidate gets an
+uncertainty (metres, one sigma: the match's bootstrap for a refined one, the prior's for the
+metadata one, half the chip for an unverified retrieval one) and a **calibrated probability**:
+the probability that this candidate lies within 50 m of the truth (not a share of one answer:
+two candidates at the same spot can both be likely). Platt scaling per kind of candidate,
+p = sigmoid(a + b * feature), with the coefficients in CALIBRATION fitted on a training world
+(`python -m geolab calibrate`, never the evaluation worlds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pyproj import Transformer
+
+from .consistency import conflict
+from .posterior import MetadataPrior, expected_footprint_m
+
+CALIBRATION_RADIUS_M = 50.0
+# Platt coefficients (a, b) per kind of candidate; features in `calibration_feature`.
+# Fitted by `python -m geolab calibrate` on the training world (see docs/EVALUATION-metadata.md).
+# Fitted on world 4242 (1 km, tilts 0-85, 20 photos x 3 levels, 463 candidates: 8 refined, all
+# within 50 m, so a constant; 1 conflict, too few: even odds; 40 metadata; 414 retrieval).
+CALIBRATION: dict[str, tuple[float, float]] = {
+    "refined": (2.708, 0.0),  # feature: the match's confidence (0..1)
+    "conflict": (0.0, 0.0),  # too few to fit (1, within 50 m: a GNSS jump): even odds
+    "metadata": (-1.013, 1.197),  # feature: logit of the prior's own P(within 50 m)
+    "retrieval": (-2.038, 0.474),  # feature: logit of the retrieval softmax probability
+}
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(v, 50.0), -50.0)))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def kind_of(c) -> str:
+    if c.method == "metadata":
+        return "metadata"
+    if c.method == "refined":
+        return "conflict" if c.conflict else "refined"
+    return "retrieval"
+
+
+def calibration_feature(c, kind: str, prior: MetadataPrior | None) -> float:
+    if kind in ("refined", "conflict"):
+        return float(c.match.confidence) if c.match is not None else 0.0
+    if kind == "metadata":
+        return _logit(prior.p_within(CALIBRATION_RADIUS_M)) if prior else 0.0
+    return _logit(c.retrieval_probability)
+
+
+def calibrated(kind: str, feature: float, table: dict | None = None) -> float:
+    a, b = (table or CALIBRATION)[kind]
+    return _sigmoid(a + b * feature)
+
+
+def match_prior(matcher, prior: MetadataPrior, footprint_m: float | None, fallback_m: float):
+    """The match of the imagery window around the prior's centre (its 3-sigma reach)."""
+    expected = footprint_m or expected_footprint_m(prior) or fallback_m
+    side = prior.window_m(expected)
+    # Matcher.match reads a window of WINDOW_FACTOR x max(chip, expected): ask for the side.
+    from .refine import WINDOW_FACTOR
+
+    return matcher.match(prior.x, prior.y, max(side / WINDOW_FACTOR, expected / 1.0), expected)
+
+
+def metadata_candidate(prior: MetadataPrior, candidate_cls, footprint_m: float | None):
+    cam = prior.camera()
+    ring = prior.ellipse(1.0)
+    if cam is not None and prior.wedge is None and (cam.tilt_deg or 0) < 60:
+        fp = cam.footprint(prior.image_size)
+        dx, dy = prior.x - cam.centre_ground()[0], prior.y - cam.centre_ground()[1]
+        ring = [(float(a + dx), float(b + dy)) for a, b in fp]
+    size = footprint_m or expected_footprint_m(prior) or 2 * prior.sigma_m
+    c = candidate_cls(rank=0, score=0.0, probability=0.0, x=prior.x, y=prior.y, lon=prior.lon,
+                      lat=prior.lat, size_m=float(size), footprint=ring, chip_ids=[],
+                      chip_scores=[], rotation=0, method="metadata", retrieval_rank=0)  # fmt: skip
+    c.centre_sigma_m = prior.sigma_m
+    c.heading_deg = prior.yaw_deg
+    c.heading_sigma_deg = prior.yaw_sigma_deg if prior.yaw_deg is not None else None
+    return c
+
+
+def prior_match_candidate(match, prior: MetadataPrior, candidate_cls, crs):
+    lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(match.x, match.y)
+    c = candidate_cls(rank=0, score=0.0, probability=0.0, x=match.x, y=match.y, lon=float(lon),
+                      lat=float(lat), size_m=float(expected_footprint_m(prior) or 100.0),
+                      footprint=list(match.footprint), chip_ids=[], chip_scores=[], rotation=0,
+                      method="refined", retrieval_rank=0)  # fmt: skip
+    c.match = match
+    c.heading_deg, c.heading_sigma_deg = match.heading_deg, match.heading_sigma_deg
+    c.centre_sigma_m = match.centre_sigma_m
+    c.retrieval_lonlat = (prior.lon, prior.lat)
+    c.evidence = "image match in the metadata's window"
+    return c
+
+
+def fuse(candidates: list, prior: MetadataPrior | None, crs, logit_scale: float,
+         prior_match=None, candidate_cls=None, footprint_m: float | None = None,
+         table: dict | None = None) -> list:  # fmt: skip
+    """Order, flag and calibrate the candidates (see the module docstring)."""
+    if candidates:
+        # The retrieval cosine, not the re-ranker's score: this is the retrieval evidence.
+        top = np.array([c.cosine if c.cosine is not None else c.score for c in candidates],
+                       np.float64)  # fmt: skip
+        soft = np.exp(logit_scale * (top - top.max()))
+        for c, p in zip(candidates, soft / soft.sum(), strict=True):
+            c.retrieval_probability = float(p)
+    for c in candidates:
+        if c.centre_sigma_m is None or c.method != "refined":
+            c.centre_sigma_m = c.size_m / 2
+        c.evidence = c.evidence or (
+            "image match" if c.method == "refined" else "retrieval, unverified"
+        )
+    out = list(candidates)
+    if prior is not None:
+        for c in out:
+            if c.method == "refined" and c.match is not None:
+                c.conflict = conflict(prior, c.match, crs)
+        extra = []
+        if prior_match is not None and prior_match.ok and candidate_cls is not None:
+            pm = prior_match_candidate(prior_match, prior, candidate_cls, crs)
+            pm.retrieval_probability = 0.0
+            pm.conflict = conflict(prior, prior_match, crs)
+            extra.append(pm)
+        meta_c = metadata_candidate(prior, candidate_cls, footprint_m)
+        meta_c.retrieval_probability = 0.0
+        meta_c.evidence = "metadata alone"
+        consistent = [c for c in extra + out if kind_of(c) == "refined"]
+        consistent.sort(key=lambda c: -(c.match.confidence if c.match else 0.0))
+        rest = [c for c in extra + out if kind_of(c) != "refined"]
+        out = consistent + [meta_c] + rest
+    for c in out:
+        kind = kind_of(c)
+        c.probability = calibrated(kind, calibration_feature(c, kind, prior), table)
+    if prior is not None:
+        # The rank follows the probability (stable: the evidence order breaks ties), so that
+        # the first answer is the likeliest and the table reads top-down.
+        out.sort(key=lambda c: -c.probability)
+    for r, c in enumerate(out, start=1):
+        c.rank = r
+    return out
