@@ -113,6 +113,7 @@ class IndexRequest:
     providers: Sequence[str] | str | None = None
     batch_size: int = defaults.BATCH_SIZE
     precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
+    flip: bool = defaults.FLIP  # False: no flip augmentation, twice as fast (queries follow)
 
 
 @dataclass
@@ -171,6 +172,7 @@ def build_index(
         progress=progress,
         cancelled=cancelled,
         on_estimate=lambda e: log(f"plan: {e.line()} on {encoders.device}"),
+        flip=request.flip,
     )
     manifest = json.loads((folder / "index.json").read_text())
     return IndexOutcome(
