@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-host lint format demo demo-model bench bench-export bench-engine package qgis clean
+.PHONY: setup test test-host lint format demo demo-model bench bench-export bench-engine bench-gpu package qgis clean
 
 setup: $(STAMP)
 
@@ -56,11 +56,20 @@ demo-model: setup
 bench-export: setup
 	$(PY) -m model_export.bench_export --out out/bench/export
 
-# Engine speed and memory: encoders (ONNX vs PyTorch), FAISS vs numpy, index-build memory.
+# Engine figures in one run (tools/bench_engine.py): CPU flags, vit-l-14 int8 vs fp32, index
+# build rate with and without flip, exact and approximate search at 1e6 x 768, build memory;
+# out/bench/engine/result.json, rendered into docs/BENCHMARKS.md. QUICK=1: fewer images, chips
+# and queries (the vit-l-14 satellite export, made once, is the same).
 bench-engine: setup
-	$(PY) tools/bench_engine.py --out out/bench/engine
+	$(PY) tools/bench_engine.py --out out/bench/engine $(if $(filter 1,$(QUICK)),--quick)
+	$(PY) tools/render_benchmarks.py
 
-bench: bench-export bench-engine
+bench: bench-engine
+
+# vit-l-14 fp16 on an NVIDIA GPU (CUDA and TensorRT providers, batch sweep, index build rate,
+# GPU memory) into out/bench/gpu/result.json, under 10 minutes; says "no NVIDIA GPU" without one.
+bench-gpu: setup
+	$(PY) tools/bench_gpu.py --out out/bench/gpu
 
 # The plugin zip for the QGIS plugin repository; bandit must find nothing of medium or high
 # severity (low findings are listed by `bandit -r geobridge_qgis`).

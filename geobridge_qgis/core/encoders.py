@@ -109,11 +109,11 @@ class Encoders:
             self._sessions[tower] = ort.InferenceSession(
                 str(towers[tower].path_for(self.precision)),
                 options,
-                providers=self._provider_options(),
+                providers=self._provider_options(tower),
             )
         return self._sessions[tower]
 
-    def _provider_options(self) -> list:
+    def _provider_options(self, tower: str) -> list:
         out = []
         for p in self.providers:
             if p == "TensorrtExecutionProvider":
@@ -122,8 +122,19 @@ class Encoders:
                     "geobridge",
                     "trt",
                 )
-                out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                                "trt_fp16_enable": self.precision == "fp16"}))  # fmt: skip
+                opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                        "trt_fp16_enable": self.precision == "fp16"}  # fmt: skip
+                spec = self.bundle.towers[tower]
+                if spec.kind == "image":
+                    # One engine for every batch from 1 to batch_size: without a profile
+                    # TensorRT builds a new engine (a minute for ViT-L) for each new batch
+                    # size, such as a build's last short batch or a photo's four rotations.
+                    name, (h, w) = spec.input.get("name", "pixel_values"), spec.input["size"]
+                    b = self.batch_size
+                    opts["trt_profile_min_shapes"] = f"{name}:1x3x{h}x{w}"
+                    opts["trt_profile_opt_shapes"] = f"{name}:{b}x3x{h}x{w}"
+                    opts["trt_profile_max_shapes"] = f"{name}:{b}x3x{h}x{w}"
+                out.append((p, opts))
             else:
                 out.append(p)
         return out
