@@ -12,7 +12,7 @@ STAMP := $(VENV)/.setup-gpu$(GPU)
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test test-host test-desktop lint format demo demo-model demo-release bench bench-export bench-engine bench-scale package qgis clean
+.PHONY: setup test test-host test-desktop lint format demo demo-model demo-release bench bench-export bench-engine bench-gpu bench-scale package qgis clean
 
 setup: $(STAMP)
 
@@ -73,9 +73,13 @@ demo-release:
 bench-export: setup
 	$(PY) -m model_export.bench_export --out out/bench/export
 
-# Engine speed and memory: encoders (ONNX vs PyTorch), FAISS vs numpy, index-build memory.
+# Engine figures in one run (tools/bench_engine.py): CPU flags, vit-l-14 int8 vs fp32, index
+# build rate with and without flip, exact and approximate search at 1e6 x 768, build memory;
+# out/bench/engine/result.json, rendered into docs/BENCHMARKS.md. QUICK=1: fewer images, chips
+# and queries (the vit-l-14 satellite export, made once, is the same).
 bench-engine: setup
-	$(PY) tools/bench_engine.py --out out/bench/engine
+	$(PY) tools/bench_engine.py --out out/bench/engine $(if $(filter 1,$(QUICK)),--quick)
+	$(PY) tools/render_benchmarks.py
 
 # The on-disk IVF index at scale: synthetic embeddings through the distributed build's merge
 # path (N=1e7 needs about 45 GB of disk and an hour on 2 cores; see docs/SCALE.md).
@@ -83,7 +87,12 @@ N ?= 1000000
 bench-scale: setup
 	$(PY) tools/bench_scale.py --n $(N) --out out/bench/scale
 
-bench: bench-export bench-engine
+bench: bench-engine
+
+# vit-l-14 fp16 on an NVIDIA GPU (CUDA and TensorRT providers, batch sweep, index build rate,
+# GPU memory) into out/bench/gpu/result.json, under 10 minutes; says "no NVIDIA GPU" without one.
+bench-gpu: setup
+	$(PY) tools/bench_gpu.py --out out/bench/gpu
 
 # The plugin zip for the QGIS plugin repository; bandit must find nothing of medium or high
 # severity (low findings are listed by `bandit -r geobridge_qgis`).

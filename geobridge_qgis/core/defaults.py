@@ -15,6 +15,7 @@ MAX_CHIPS = 250_000  # above this a build is refused: a region too large for one
 EXACT_MAX_CHIPS = 200_000  # an exact (Flat) index up to this many chips, HNSW above
 TOWER = "satellite"  # the tower that embeds the reference imagery
 BATCH_SIZE = 32  # chips per encoder batch
+FLIP = True  # flip test-time augmentation of chips: a little fidelity for twice the encoding
 PRECISION = "auto"  # fp16 on a GPU, int8 on a CPU where faster, else the bundle's reference
 EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")  # what an export writes
 

@@ -109,11 +109,11 @@ class Encoders:
             self._sessions[tower] = ort.InferenceSession(
                 str(towers[tower].path_for(self.precision)),
                 options,
-                providers=self._provider_options(),
+                providers=self._provider_options(tower),
             )
         return self._sessions[tower]
 
-    def _provider_options(self) -> list:
+    def _provider_options(self, tower: str) -> list:
         out = []
         for p in self.providers:
             if p == "TensorrtExecutionProvider":
@@ -122,8 +122,19 @@ class Encoders:
                     "geobridge",
                     "trt",
                 )
-                out.append((p, {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
-                                "trt_fp16_enable": self.precision == "fp16"}))  # fmt: skip
+                opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                        "trt_fp16_enable": self.precision == "fp16"}  # fmt: skip
+                spec = self.bundle.towers[tower]
+                if spec.kind == "image":
+                    # One engine for every batch from 1 to batch_size: without a profile
+                    # TensorRT builds a new engine (a minute for ViT-L) for each new batch
+                    # size, such as a build's last short batch or a photo's four rotations.
+                    name, (h, w) = spec.input.get("name", "pixel_values"), spec.input["size"]
+                    b = self.batch_size
+                    opts["trt_profile_min_shapes"] = f"{name}:1x3x{h}x{w}"
+                    opts["trt_profile_opt_shapes"] = f"{name}:{b}x3x{h}x{w}"
+                    opts["trt_profile_max_shapes"] = f"{name}:{b}x3x{h}x{w}"
+                out.append((p, opts))
             else:
                 out.append(p)
         return out
@@ -137,22 +148,23 @@ class Encoders:
         ]
         return np.concatenate(outs) if outs else np.zeros((0, self.bundle.embed_dim), np.float32)
 
-    def encode_pixels(self, tower: str, pixel_values: np.ndarray) -> np.ndarray:
+    def encode_pixels(self, tower: str, pixel_values: np.ndarray, flip: bool = True) -> np.ndarray:
         """float32 [N, 3, H, W] (preprocessed) -> normalised embeddings [N, D], with the
-        manifest's flip test-time augmentation (mean of the image's and its mirror's)."""
+        manifest's flip test-time augmentation (mean of the image's and its mirror's) unless
+        `flip` is False (an index built without it is queried without it)."""
         emb = self._run(tower, pixel_values)
-        if self.bundle.towers[tower].input.get("flip_tta"):
+        if flip and self.bundle.towers[tower].input.get("flip_tta"):
             mirrored = np.ascontiguousarray(pixel_values[..., ::-1])
             emb = normalize(emb + self._run(tower, mirrored))
         return emb.astype(np.float32)
 
-    def encode_images(self, tower: str, images: list[np.ndarray]) -> np.ndarray:
-        """uint8 RGB arrays -> normalised embeddings [N, D]."""
+    def encode_images(self, tower: str, images: list[np.ndarray], flip: bool = True) -> np.ndarray:
+        """uint8 RGB arrays -> normalised embeddings [N, D] (`flip` as in `encode_pixels`)."""
         spec = self.bundle.towers[tower].input if tower in self.bundle.towers else None
         if spec is None or self.bundle.towers[tower].kind != "image":
             self.session(tower)  # raises the clear error
             raise UserError(f"{tower}: not an image tower")
-        return self.encode_pixels(tower, to_pixel_values(images, spec))
+        return self.encode_pixels(tower, to_pixel_values(images, spec), flip)
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         if self._tokenizer is None:

@@ -11,9 +11,11 @@ An index is a folder:
     chips.gpkg    the same chips as footprint polygons (layer "chips"), for QGIS to show
 
 A build streams chips in fixed batches (memory does not grow with the region) and saves each
-batch's embeddings as a shard in `<out>.partial/`. A cancelled or killed build started again with
-the same arguments resumes after the last saved shard; the finished index is written inside the
-partial folder and renamed into place, so an index folder on disk is complete or absent.
+batch's embeddings as a shard in `<out>.partial/`. A reader thread reads the next shards' chips
+(GDAL windows, warped where needed) while the encoder embeds the current one (core.readahead).
+A cancelled or killed build started again with the same arguments resumes after the last saved
+shard; the finished index is written inside the partial folder and renamed into place, so an
+index folder on disk is complete or absent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,16 +34,18 @@ import numpy as np
 from osgeo import ogr, osr
 from pyproj import CRS
 
-from . import tiling
+from . import defaults, tiling
 from .bundle import Bundle
 from .encoders import Encoders
 from .errors import UserError
 from .gdal_mode import gdal_exceptions
+from .readahead import ReadAhead
 from .search import FLAT, FLAT_MAX, VectorSearch, factory_for, write_vectors
 
 FORMAT = "geobridge-index"
 FORMAT_VERSION = 1
 SHARD_CHIPS = 256
+READ_AHEAD = 2  # shards read ahead of the encoder: enough to hide a slow read, memory stays flat
 BYTES_PER_CHIP_META = 220  # npz + gpkg row, measured on the demo index
 
 
@@ -71,13 +75,14 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def measure_rate(encoders: Encoders, tower: str, n: int = 16) -> float:
-    """Chips per second for this bundle on this machine, flip augmentation included."""
+def measure_rate(encoders: Encoders, tower: str, n: int = 16, flip: bool = True) -> float:
+    """Chips per second for this bundle on this machine (with flip augmentation unless off)."""
     size = encoders.bundle.towers[tower].input["size"]
     x = np.zeros((n, 3, *size), np.float32)
-    encoders.encode_pixels(tower, x[:2])  # warm-up: session creation, first-run allocations
+    # warm-up: session creation, first-run allocations
+    encoders.encode_pixels(tower, x[:2], flip=flip)
     t0 = time.perf_counter()
-    encoders.encode_pixels(tower, x)
+    encoders.encode_pixels(tower, x, flip=flip)
     return n / max(time.perf_counter() - t0, 1e-6)
 
 
@@ -108,9 +113,13 @@ def build_index(
     on_estimate: Callable[[Estimate], None] | None = None,
     reader: tiling.ChipReader | None = None,
     flat_max: int = FLAT_MAX,
+    flip: bool = defaults.FLIP,
 ) -> Path:
     """Embed every chip of `raster` in `region` and publish the index at `out`; an exact index
-    up to `flat_max` chips, an approximate one above."""
+    up to `flat_max` chips, an approximate one above.
+
+    `flip=False` skips the tower's flip test-time augmentation (about twice as fast); the index
+    records it and queries of it skip it too, so gallery and query embeddings match."""
     out = Path(out)
     bundle = encoders.bundle
     if out.exists():
@@ -123,6 +132,7 @@ def build_index(
         raise UserError(f"{raster}: the region holds no whole chip of {chip_sizes} m")
     if tower not in bundle.towers or bundle.towers[tower].kind != "image":
         raise UserError(f"{bundle.root}: no {tower} image tower to index with")
+    flip = bool(flip and bundle.towers[tower].input.get("flip_tta"))
     build = {
         "model_id": bundle.model_id,
         "precision": encoders.precision,
@@ -130,6 +140,7 @@ def build_index(
         "raster": tiling.raster_identity(raster, ds),
         "grid": grid.signature(),
         "shard_chips": SHARD_CHIPS,
+        "flip_tta": flip,
     }
     work = out.with_name(out.name + ".partial")
     shards = work / "shards"
@@ -140,10 +151,10 @@ def build_index(
             previous = None
         if previous != build:
             raise UserError(
-                f"{work}: a half-written index from another build (other model, raster or "
-                "grid); delete it or choose another --out"
+                f"{work}: a half-written index from another build (other model, raster, "
+                "grid or flip setting); delete it or choose another --out"
             )
-    est = estimate(grid, bundle, measure_rate(encoders, tower), flat_max)
+    est = estimate(grid, bundle, measure_rate(encoders, tower, flip=flip), flat_max)
     if len(grid) > max_chips:
         raise UserError(
             f"{raster}: {len(grid):,} chips is over the cap of {max_chips:,} "
@@ -156,37 +167,55 @@ def build_index(
         shards.mkdir(parents=True)
         _write_json(work / "build.json", build)
 
-    spec = bundle.towers[tower].input
-    px = spec["size"][0]
-    bounds = _grid_bounds(grid)
-    reader = reader or tiling.ChipReader(ds, grid.crs, bounds)
+    px = bundle.towers[tower].input["size"][0]
+    reader = reader or tiling.ChipReader(ds, grid.crs, _grid_bounds(grid))
     n = len(grid)
-    t0, done0 = time.perf_counter(), None
-    for start in range(0, n, SHARD_CHIPS):
-        shard = shards / f"{start:010d}.npz"
-        if shard.exists():
-            continue
-        if done0 is None:
-            done0 = start
-        if cancelled and cancelled():
-            raise Cancelled(f"cancelled at {start:,} of {n:,} chips; run again to resume")
-        stop = min(n, start + SHARD_CHIPS)
+    todo = [s for s in range(0, n, SHARD_CHIPS) if not _shard_path(shards, s).exists()]
+    t0, done0 = time.perf_counter(), (todo[0] if todo else n)
+    with ReadAhead(_read_shards(reader, grid, todo, px, raster), READ_AHEAD) as batches:
+        it = iter(batches)
+        for start in todo:
+            if cancelled and cancelled():
+                raise Cancelled(f"cancelled at {start:,} of {n:,} chips; run again to resume")
+            _, images, keep = next(it)
+            emb = (
+                encoders.encode_images(tower, images, flip=flip)
+                if images
+                else np.zeros((0, bundle.embed_dim), np.float32)
+            )
+            _save_npz(_shard_path(shards, start), emb=emb, keep=keep)
+            if progress:
+                stop = min(n, start + SHARD_CHIPS)
+                rate = (stop - done0) / max(time.perf_counter() - t0, 1e-6)
+                progress(stop, n, rate)
+    return _publish(work, out, grid, bundle, build, raster, region, tower, flat_max)
+
+
+def _shard_path(shards: Path, start: int) -> Path:
+    return shards / f"{start:010d}.npz"
+
+
+def _read_shards(
+    reader: tiling.ChipReader, grid: tiling.Grid, starts: list[int], px: int, raster: str | Path
+) -> Iterator[tuple[int, list[np.ndarray], np.ndarray]]:
+    """(start, chips as uint8 RGB, which of the shard's chips were kept) per shard; runs in
+    the reader thread. A GDAL failure mid-read (a truncated or damaged file, a dropped
+    connection) is the user's file, not a bug: one line naming the raster and the chip."""
+    for start in starts:
+        stop = min(len(grid), start + SHARD_CHIPS)
         images, keep = [], np.zeros(stop - start, bool)
         for i in range(start, stop):
-            img = reader.read(grid.cx[i], grid.cy[i], grid.sizes[i], px)
+            try:
+                img = reader.read(grid.cx[i], grid.cy[i], grid.sizes[i], px)
+            except RuntimeError as e:
+                raise UserError(
+                    f"{raster}: GDAL cannot read the chip at {grid.cx[i]:.1f}, {grid.cy[i]:.1f} "
+                    f"({tiling._first_line(e)})"
+                ) from None
             if img is not None:
                 images.append(img)
                 keep[i - start] = True
-        emb = (
-            encoders.encode_images(tower, images)
-            if images
-            else np.zeros((0, bundle.embed_dim), np.float32)
-        )
-        _save_npz(shard, emb=emb, keep=keep)
-        if progress:
-            rate = (stop - done0) / max(time.perf_counter() - t0, 1e-6)
-            progress(stop, n, rate)
-    return _publish(work, out, grid, bundle, build, raster, region, tower, flat_max)
+        yield start, images, keep
 
 
 def _grid_bounds(grid: tiling.Grid) -> tuple[float, float, float, float]:
@@ -215,7 +244,7 @@ def _publish(work, out, grid, bundle, build, raster, region, tower, flat_max) ->
     n = len(grid)
     embs, keeps = [], []
     for start in range(0, n, SHARD_CHIPS):
-        with np.load(work / "shards" / f"{start:010d}.npz") as z:
+        with np.load(_shard_path(work / "shards", start)) as z:
             embs.append(z["emb"])
             keeps.append(z["keep"])
     keep = np.concatenate(keeps)
@@ -245,6 +274,7 @@ def _publish(work, out, grid, bundle, build, raster, region, tower, flat_max) ->
         "tower": tower,
         "embed_dim": bundle.embed_dim,
         "factory": factory,
+        "flip_tta": build["flip_tta"],
         "count": len(ids),
         "skipped": int(n - len(ids)),
         "raster": build["raster"],

@@ -50,11 +50,13 @@ def photo_embeddings(
     image: np.ndarray,
     view: str = "drone",
     rotations: tuple[int, ...] = DEFAULT_ROTATIONS,
+    flip: bool = True,
 ) -> np.ndarray:
-    """[R, D]: the photo in each rotation (degrees counter-clockwise)."""
+    """[R, D]: the photo in each rotation (degrees counter-clockwise); `flip=False` for an
+    index built without flip augmentation."""
     from .transform import rotations as rotate
 
-    return encoders.encode_images(view, rotate(image, rotations or (0,)))
+    return encoders.encode_images(view, rotate(image, rotations or (0,)), flip)
 
 
 def fuse(photo: np.ndarray | None, text: np.ndarray | None, text_weight: float = 0.5) -> np.ndarray:
@@ -402,7 +404,10 @@ def locate_query(
                      (image.shape[1], image.shape[0]) if image is not None else (0, 0),
                      o.priors)  # fmt: skip
     rotations = (pri.rotation,) if pri.rotation is not None else (o.rotations or (0,))
-    photo = photo_embeddings(encoders, image, o.view, rotations) if image is not None else None
+    flip = bool(index.manifest.get("flip_tta", True))  # older indexes were all built with it
+    photo = (
+        photo_embeddings(encoders, image, o.view, rotations, flip) if image is not None else None
+    )
     q = fuse(photo, text_emb, o.text_weight)
     rots = rotations if photo is not None else (0,)
     t1 = time.perf_counter()

@@ -115,6 +115,7 @@ class IndexRequest:
     batch_size: int = defaults.BATCH_SIZE
     precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
     exact_max_chips: int = defaults.EXACT_MAX_CHIPS  # an approximate (HNSW) index above
+    flip: bool = defaults.FLIP  # False: no flip augmentation, twice as fast (queries follow)
 
 
 @dataclass
@@ -174,6 +175,7 @@ def build_index(
         progress=progress,
         cancelled=cancelled,
         on_estimate=lambda e: log(f"plan: {e.line()} on {encoders.device}"),
+        flip=request.flip,
     )
     manifest = json.loads((folder / "index.json").read_text())
     return IndexOutcome(
