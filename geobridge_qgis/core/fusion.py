@@ -110,6 +110,12 @@ def prior_match_candidate(match, prior: MetadataPrior, candidate_cls, crs):
                       footprint=list(match.footprint), chip_ids=[], chip_scores=[], rotation=0,
                       method="refined", retrieval_rank=0)  # fmt: skip
     c.match = match
+    # The re-ranker's rank score with no retrieval cosine (no chip seeded it): scores stay
+    # comparable with the re-ranked candidates' and the table reads top-down.
+    from .refine import ACCEPTED_BONUS, GEO_WEIGHT
+
+    c.score = c.rank_score = GEO_WEIGHT * match.confidence + (ACCEPTED_BONUS if match.ok else 0.0)
+    c.cosine = 0.0
     c.heading_deg, c.heading_sigma_deg = match.heading_deg, match.heading_sigma_deg
     c.centre_sigma_m = match.centre_sigma_m
     c.retrieval_lonlat = (prior.lon, prior.lat)
@@ -144,21 +150,27 @@ def fuse(candidates: list, prior: MetadataPrior | None, crs, logit_scale: float,
             pm = prior_match_candidate(prior_match, prior, candidate_cls, crs)
             pm.retrieval_probability = 0.0
             pm.conflict = conflict(prior, prior_match, crs)
-            extra.append(pm)
+            # The window's match and a chip's refined match at one spot are one place: keep
+            # the chip's (it carries the retrieval evidence too).
+            same = [
+                c
+                for c in out
+                if c.method == "refined"
+                and math.hypot(c.x - pm.x, c.y - pm.y)
+                <= max(5.0, 2 * max(c.centre_sigma_m or 0.0, pm.centre_sigma_m or 0.0))
+            ]
+            if not same:
+                extra.append(pm)
         meta_c = metadata_candidate(prior, candidate_cls, footprint_m)
         meta_c.retrieval_probability = 0.0
         meta_c.evidence = "metadata alone"
         consistent = [c for c in extra + out if kind_of(c) == "refined"]
-        consistent.sort(key=lambda c: -(c.match.confidence if c.match else 0.0))
+        consistent.sort(key=lambda c: -c.score)  # the re-ranker's rank score
         rest = [c for c in extra + out if kind_of(c) != "refined"]
         out = consistent + [meta_c] + rest
     for c in out:
         kind = kind_of(c)
         c.probability = calibrated(kind, calibration_feature(c, kind, prior), table)
-    if prior is not None:
-        # The rank follows the probability (stable: the evidence order breaks ties), so that
-        # the first answer is the likeliest and the table reads top-down.
-        out.sort(key=lambda c: -c.probability)
     for r, c in enumerate(out, start=1):
         c.rank = r
     return out

@@ -153,7 +153,7 @@ class ResultsPanel(QWidget):
             values = [
                 (str(c.rank), c.rank),
                 (method, method),
-                (f"{c.score:.3f}", c.score),
+                (f"{c.score:.3f}" if c.method != "metadata" else "–", c.score),
                 (f"{c.probability:.1%}", c.probability),
                 (f"{c.centre_sigma_m:.1f}" if refined else "–", c.centre_sigma_m),
                 (f"{c.heading_deg:.0f}°" if refined else "–", c.heading_deg),
