@@ -365,7 +365,7 @@ def test_make_install_dialog_and_ensure_dependencies(tmp_path, monkeypatch, qgis
     dialog.deleteLater()
 
     shown = []
-    monkeypatch.setattr(install_dialog.InstallDialog, "exec_", lambda self: shown.append(self))
+    monkeypatch.setattr(install_dialog.InstallDialog, "exec", lambda self: shown.append(self))
     assert not install_dialog.ensure_dependencies(None, folder)  # closed without installing
     assert len(shown) == 1
 

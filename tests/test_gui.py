@@ -126,7 +126,7 @@ def test_dock_locates_a_photo_end_to_end(
     assert dock.table.rowCount() == len(rows) == 5
     for r, (rank, score, prob, c_lon, c_lat, cosine) in enumerate(rows):
         assert dock.table.item(r, 0).text() == str(rank)
-        assert dock.table.item(r, 1).text() in ("retrieval", "reranked", "refined", "match failed")
+        assert dock.table.item(r, 1).text() in ("unverified", "refined", "metadata", "conflict")
         assert dock.table.item(r, 2).data(Qt.ItemDataRole.UserRole) == pytest.approx(
             score, abs=1e-6
         )
@@ -136,9 +136,12 @@ def test_dock_locates_a_photo_end_to_end(
         assert dock.table.item(r, 6).text() == f"{distance:,.0f} m"
         cos = dock.table.item(r, 7).data(Qt.ItemDataRole.UserRole)
         assert cos == pytest.approx(cosine, abs=1e-6)
-    # What is shown agrees with the rank: score and probability fall as the rank grows.
-    assert [row[1] for row in rows] == sorted((row[1] for row in rows), reverse=True)
-    assert [row[2] for row in rows] == sorted((row[2] for row in rows), reverse=True)
+    # What is shown agrees with the rank: the image evidence's score falls as the rank grows
+    # (the metadata's own candidate has no image score), and rank 1 is the likeliest.
+    methods = [dock.table.item(r, 1).text() for r in range(len(rows))]
+    scores = [row[1] for row, m in zip(rows, methods, strict=True) if m != "metadata"]
+    assert scores == sorted(scores, reverse=True)
+    assert rows[0][2] == max(row[2] for row in rows)
 
     # The result layers are in a group of their own in the results group, named by the photo
     # and the time the run started, with the expected fields.
@@ -384,7 +387,7 @@ def test_dock_on_the_demo_world(dock, qgis_iface, tmp_path):
         assert dock.table.item(row, 6).data(Qt.ItemDataRole.UserRole) == pytest.approx(
             expected, abs=0.5
         )
-        assert dock.table.item(row, 1).text() in ("reranked", "refined", "match failed")
+        assert dock.table.item(row, 1).text() in ("unverified", "refined", "metadata", "conflict")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     QgsApplication.processEvents()

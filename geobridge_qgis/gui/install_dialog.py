@@ -72,7 +72,7 @@ class InstallDialog(QDialog):
         self.output.setObjectName("GeoBridgeInstallOutput")
         self.output.setReadOnly(True)
         mono = QFont("monospace")
-        mono.setStyleHint(QFont.TypeWriter)
+        mono.setStyleHint(QFont.StyleHint.TypeWriter)
         self.output.setFont(mono)
         self.output.setPlaceholderText("pip's output shows here")
         layout.addWidget(self.output, 1)
@@ -106,7 +106,7 @@ class InstallDialog(QDialog):
         env.insert("PYTHONUNBUFFERED", "1")
         env.insert("PYTHONNOUSERSITE", "1")  # the user's ~/.local must not satisfy requirements
         process.setProcessEnvironment(env)
-        process.setProcessChannelMode(QProcess.MergedChannels)
+        process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         process.readyReadStandardOutput.connect(self._read)
         process.finished.connect(self._finished)
         process.errorOccurred.connect(self._error)
@@ -130,7 +130,7 @@ class InstallDialog(QDialog):
             self._append(data.decode("utf-8", errors="replace"))
 
     def _error(self, error: Any) -> None:
-        if error == QProcess.FailedToStart and self.state == "running":
+        if error == QProcess.ProcessError.FailedToStart and self.state == "running":
             self._append(f"cannot start {self.command[0]}: {self.process.errorString()}\n")
             self._end(False)
 
@@ -138,7 +138,7 @@ class InstallDialog(QDialog):
         if self.state != "running":
             return
         self._read()
-        ok = status == QProcess.NormalExit and code == 0
+        ok = status == QProcess.ExitStatus.NormalExit and code == 0
         if not ok:
             self._append(f"\npip ended with exit code {code}\n")
         self._end(ok)
@@ -230,7 +230,7 @@ def ensure_dependencies(parent: QWidget | None = None, folder: str | os.PathLike
     if dialog is None:
         return True
     try:
-        dialog.exec_()
+        dialog.exec()
         return dialog.succeeded() and not deps.missing()
     finally:
         dialog.deleteLater()

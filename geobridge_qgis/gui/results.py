@@ -38,10 +38,15 @@ from ..core.service import LocateOutcome
 # (header, tooltip) per column; the order is the table's API (tests and drivers read cells).
 COLUMNS = [  # (header, name, what it says)
     ("#", "Rank", "Rank"),
-    ("Method", "Method", "retrieval, reranked, refined (footprint from matching) or match failed"),
+    (
+        "Method",
+        "Method",
+        "refined (an image match), metadata (the photo's own metadata), "
+        "conflict (a match the metadata disagrees with) or unverified (a chip, no match)",
+    ),
     ("Score", "Score", "The score the candidates are ranked by"),
     ("Prob.", "Probability", "Probability that this candidate is the place"),
-    ("± m", "Uncertainty", "Uncertainty of a refined centre, metres"),
+    ("± m", "Uncertainty", "One-sigma uncertainty of the candidate's centre, metres"),
     ("Head.", "Heading", "Heading of a refined photo, degrees"),
     ("To GPS", "To the photo's GPS", "Distance to the position in the photo's EXIF"),
     ("Cos.", "Cosine", "Retrieval cosine: how alike the model finds photo and chip"),
@@ -148,14 +153,17 @@ class ResultsPanel(QWidget):
             distance = haversine_m(c.lon, c.lat, *gps) if gps else None
             refined = c.method == "refined"
             method = c.method
-            if c.match is not None and not c.match.ok:
-                method = "match failed"
+            if getattr(c, "conflict", None):
+                method = "conflict"  # a match the metadata disagrees with: see the tooltip
+            elif c.method in ("retrieval", "reranked"):
+                method = "unverified"  # no image match confirms this chip
+            sigma = c.centre_sigma_m
             values = [
                 (str(c.rank), c.rank),
                 (method, method),
                 (f"{c.score:.3f}" if c.method != "metadata" else "–", c.score),
                 (f"{c.probability:.1%}", c.probability),
-                (f"{c.centre_sigma_m:.1f}" if refined else "–", c.centre_sigma_m),
+                (f"{sigma:.0f}" if sigma is not None else "–", sigma),
                 (f"{c.heading_deg:.0f}°" if refined else "–", c.heading_deg),
                 (f"{distance:,.0f} m" if distance is not None else "–", distance),
                 (f"{c.cosine:.3f}", c.cosine),
@@ -166,6 +174,10 @@ class ResultsPanel(QWidget):
                 row_text += "\nMatch: " + (
                     m.reason or f"{m.inliers} inliers, {m.spread:.0%} of the photo"
                 )
+            if getattr(c, "conflict", None):
+                row_text += f"\nConflict: {c.conflict}"
+            if getattr(c, "evidence", ""):
+                row_text += f"\nEvidence: {c.evidence}"
             for col, (text, value) in enumerate(values):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, value)
