@@ -299,7 +299,11 @@ class GeoBridgeDock(QgsDockWidget):
         from ..index_folders import index_folder_for_layer
 
         # One folder per layer, region, grid and model: building again resumes (or finds) it.
-        params["OUTPUT"] = str(index_folder_for_layer(layer, bundle, params.get("EXTENT")))
+        params["OUTPUT"] = str(
+            index_folder_for_layer(
+                layer, bundle, params.get("EXTENT"), chip_sizes=settings.chip_sizes()
+            )
+        )
         if (Path(params["OUTPUT"]) / "index.json").is_file():
             self.index_edit.setFilePath(params["OUTPUT"])
             self._say(f"Index ready: {params['OUTPUT']} (built before from the same inputs)")
