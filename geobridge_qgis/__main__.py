@@ -153,8 +153,10 @@ def cmd_locate(args) -> int:
             row = {"query_id": q.query_id, "query": query, "priors_used": q.priors_used}
             out_json.append({**row, **c.as_dict(crs)})
     for path in (args.out, args.heatmap):
-        if path:
+        if path and Path(path).exists():
             print(f"wrote {path}", file=sys.stderr)
+        elif path:  # an approximate index scores only the chips it visits: no heat map
+            print(f"{path}: not written (this index has no heat map)", file=sys.stderr)
     if args.json:
         json.dump(out_json, sys.stdout, indent=1)
         print()
