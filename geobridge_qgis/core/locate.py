@@ -422,7 +422,8 @@ def locate_query(
     if "gps" in pri.used:
         res.prior_circle = (*pri.centre_lonlat, pri.radius_m)
     prior = None
-    if image is not None and o.posterior:
+    # A GPS fix the priors dropped (outside the index, or switched off) is no candidate either.
+    if image is not None and o.posterior and "gps" in pri.used:
         prior = metadata_prior(meta, (image.shape[1], image.shape[0]), o.priors, index.crs)
     res.prior, prior_match = prior, None
     if image is not None and o.rerank and matcher is not None and res.candidates:
