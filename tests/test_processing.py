@@ -50,6 +50,8 @@ CANDIDATE_FIELDS = {
     "method",
     "retrieval_rank",
     "merged_ranks",
+    "evidence",  # what the candidate rests on: image match, metadata, retrieval
+    "conflict",  # why an accepted match disagrees with the photo's metadata
     "rank_score",
     "match_ok",
     "match_note",
