@@ -368,8 +368,11 @@ def test_draw_actions_set_the_region_tools(canvas, qgis_iface):
     plugin.initGui()
     try:
         main = qgis_iface.mainWindow()
-        (rect_action,) = main.findChildren(QAction, "GeoBridgeDrawRectangle")
-        (poly_action,) = main.findChildren(QAction, "GeoBridgeDrawPolygon")
+        # This plugin's own actions (an earlier test's unloaded plugin may still have actions
+        # waiting for deleteLater under the same names).
+        rect_action, poly_action = plugin.rectangle_action, plugin.polygon_action
+        assert rect_action in main.findChildren(QAction, "GeoBridgeDrawRectangle")
+        assert poly_action in main.findChildren(QAction, "GeoBridgeDrawPolygon")
         rect_action.trigger()
         assert isinstance(canvas.mapTool(), RectangleRegionTool)
         assert rect_action.isChecked()
