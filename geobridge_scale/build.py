@@ -103,6 +103,8 @@ def build_index_ray(
             "raster": tiling.raster_identity(request.raster, ds),
             "grid": grid.signature(),
             "shard_chips": engine_index.SHARD_CHIPS,
+            # The encode actors embed as the tower's manifest says (--no-flip is local only).
+            "flip_tta": bool(bundle.towers[tower].input.get("flip_tta")),
             "engine": "ray",
             "block_m": block_m,
             "factory": factory,
