@@ -19,7 +19,8 @@ def cmd_train(args) -> int:
     if args.max_minutes:
         cfg.max_minutes = args.max_minutes
     if args.worlds:
-        cfg.seeds = cfg.seeds[: args.worlds]
+        # Seeds 1000, 1001, ...: more worlds than the default take the next seeds.
+        cfg.seeds = tuple(range(cfg.seeds[0], cfg.seeds[0] + args.worlds))
     train(cfg, args.out)
     return 0
 
