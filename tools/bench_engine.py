@@ -218,16 +218,20 @@ def _build(encoders, raster: Path, out: Path, box: str, flip: bool) -> dict:
     shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
     rates: list[float] = []
     region = tiling.Region.from_bbox(box, CRS.from_epsg(32633))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), os.times()
     build_index(encoders, raster, out, region=region, flip=flip,
                 progress=lambda done, total, rate: rates.append(rate))  # fmt: skip
     seconds = time.perf_counter() - t0
+    c1 = os.times()
+    # CPU seconds of every thread of this process per wall second: 2.0 = both cores busy.
+    busy = (c1.user - c0.user + c1.system - c0.system) / max(seconds, 1e-9)
     chips = json.loads((out / "index.json").read_text())
     shutil.rmtree(out)
     n = chips["count"] + chips["skipped"]
     # The progress rate covers reading, encoding and saving shards: the part that grows with
     # the region (the seconds also hold the plan's timing run and the publish).
-    return {"chips": n, "seconds": round(seconds, 1), "chips_per_s": round(rates[-1], 2)}
+    return {"chips": n, "seconds": round(seconds, 1), "chips_per_s": round(rates[-1], 2),
+            "cores_busy": round(busy, 2)}  # fmt: skip
 
 
 def bench_build(res: dict, quick: bool, work: Path) -> None:
@@ -280,6 +284,8 @@ def bench_build(res: dict, quick: bool, work: Path) -> None:
         "read_then_encode_chips_per_s": round(serial, 1),
         "build_chips_per_s": built["chips_per_s"],
         "build_vs_read_then_encode": round(built["chips_per_s"] / serial, 2),
+        "build_cores_busy": built["cores_busy"],
+        "cores": cores(),
     }
 
 

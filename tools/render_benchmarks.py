@@ -98,6 +98,15 @@ def engine_table(r: dict) -> list[str]:
                 mode("build"),
             )
         )
+        if "build_cores_busy" in o:
+            rows.append(
+                (
+                    "the demo build: CPU seconds per wall second (cores busy, of "
+                    f"{o.get('cores', '?')})",
+                    f"{o['build_cores_busy']:.2f}",
+                    mode("build"),
+                )
+            )
     e = r.get("search_exact_1e6_ms_per_query")
     if e:
         rows.append(
