@@ -157,15 +157,15 @@ def plugin_zip(out_dir: Path) -> Path:
 def write_settings(profile: Path, values: dict[str, object]) -> None:
     """Set `values` ({"section/key": value}) in the profile's QGIS3.ini, keeping what is there
     (QSettings writes it: QGIS reads it back the same way)."""
-    from PyQt5.QtCore import QSettings
+    from qgis.PyQt.QtCore import QSettings
 
     ini = profile / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True, exist_ok=True)
-    settings = QSettings(str(ini), QSettings.IniFormat)
+    settings = QSettings(str(ini), QSettings.Format.IniFormat)
     for key, value in values.items():
         settings.setValue(key, value)
     settings.sync()
-    if settings.status() != QSettings.NoError:
+    if settings.status() != QSettings.Status.NoError:
         raise SystemExit(f"{ini}: cannot write the QGIS settings")
 
 
