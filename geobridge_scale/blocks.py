@@ -2,7 +2,8 @@
 per-block embedding files. No Ray here.
 
     blocks.parquet            the manifest: one row per block of the plan (core.blockplan):
-                              block name, bx, by, bounds in the grid CRS, estimated chips.
+                              block name, bx, by, bounds in the grid CRS, estimated chips,
+                              whether it lies wholly inside the region.
                               No chip ids: a read actor plans its own block's chips.
     embeddings/<block>.parquet one row per chip read (not nodata or blank): `id` int64,
                               `embedding` fixed-size list of float16; its schema metadata
@@ -48,6 +49,7 @@ def write_manifest(path: Path, plan: blockplan.BlockPlan) -> pa.Table:
             "xmax": pa.array(bounds[:, 2], pa.float64()),
             "ymax": pa.array(bounds[:, 3], pa.float64()),
             "chips": pa.array(plan.estimated, pa.int64()),
+            "inside": pa.array(plan.inside, pa.bool_()),
         }
     )
     tmp = path.with_name(path.name + ".tmp")

@@ -53,8 +53,9 @@ class ReadBlock:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names, ids_out, pixels_out, counts, planned, checksums = [], [], [], [], [], []
-        for name, bx, by in zip(batch["block"], batch["bx"], batch["by"], strict=True):
-            chips = self.chipper.chips(int(bx), int(by))
+        rows = zip(batch["block"], batch["bx"], batch["by"], batch["inside"], strict=True)
+        for name, bx, by, inside in rows:
+            chips = self.chipper.chips(int(bx), int(by), bool(inside))
             ids, pixels = self.read(chips)
             names.append(str(name))
             ids_out.append(ids.astype("<i8").tobytes())

@@ -35,6 +35,9 @@ def _assert_blocks_make_the_grid(ds, region, block_m, chip_sizes=(100.0, 150.0),
     ids, cx, cy, sizes = [], [], [], []
     for i in range(len(plan)):
         c = plan.chips(i)
+        if plan.inside[i]:  # planned without asking the region: the same chips as asking it
+            asked = plan.chipper().chips(int(plan.bx[i]), int(plan.by[i]), inside=False)
+            assert np.array_equal(c.ids, asked.ids) and len(c) > 0
         if len(c):
             assert (np.floor(c.cx / block_m) == plan.bx[i]).all()
             assert (np.floor(c.cy / block_m) == plan.by[i]).all()
@@ -64,7 +67,10 @@ def test_demo_box_in_blocks_equals_the_grid():
     assert sorted(plan.names) == sorted(
         f"{x}_{y}" for x in (2668, 2669, 2670) for y in (23486, 23487, 23488)
     )
-    _assert_blocks_make_the_grid(ds, None, 333.3, chip_sizes=(60.0, 90.0, 130.0), overlap=0.3)
+    plan, _ = _assert_blocks_make_the_grid(
+        ds, None, 333.3, chip_sizes=(60.0, 90.0, 130.0), overlap=0.3
+    )
+    assert 0 < plan.inside.sum() < len(plan)
 
 
 def test_non_rectangular_region_with_a_hole():
@@ -117,7 +123,7 @@ def test_country_sized_region_is_planned_without_its_chips():
     # Any block's chips on demand: an inner block holds its whole lattice, as estimated.
     i = int(np.flatnonzero((plan.bx == 300) & (plan.by == 2800))[0])
     chips = plan.chips(i)
-    assert len(chips) == plan.estimated[i] == 40 * 40 + 27 * 27
+    assert plan.inside[i] and len(chips) == plan.estimated[i] == 40 * 40 + 27 * 27
     box = tiling.Region.from_bbox("599800,5599800,602200,5602200")
     near = tiling.plan_grid(ds, box)
     own = (np.floor(near.cx / 2000) == 300) & (np.floor(near.cy / 2000) == 2800)

@@ -78,8 +78,11 @@ class BlockChipper:
             self._scaled[si] = (lattice.scaled(area, stride), k)
         return self._scaled[si]
 
-    def lattice(self, bx: int, by: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(size class, kx, ky) of the block's chips, in plan_grid's order."""
+    def lattice(
+        self, bx: int, by: int, inside: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(size class, kx, ky) of the block's chips, in plan_grid's order. `inside`: the
+        plan found the block wholly inside the region (its whole lattice, nothing to ask)."""
         B = self.block_m
         parts = []
         for si, size in enumerate(self.chip_sizes):
@@ -97,7 +100,10 @@ class BlockChipper:
             )
             if b < a or d < c:
                 continue
-            rows, cols = np.nonzero(lattice.mask(area_k, a, b, c, d))
+            if inside:
+                rows, cols = np.nonzero(np.ones((d - c + 1, b - a + 1), bool))
+            else:
+                rows, cols = np.nonzero(lattice.mask(area_k, a, b, c, d))
             kx, ky = a + cols, d - rows
             own = (np.floor(kx * stride / B) == bx) & (np.floor(ky * stride / B) == by)
             parts.append((np.full(int(own.sum()), si, np.int64), kx[own], ky[own]))
@@ -105,8 +111,8 @@ class BlockChipper:
             return tuple(np.zeros(0, np.int64) for _ in range(3))  # type: ignore[return-value]
         return tuple(np.concatenate(p).astype(np.int64) for p in zip(*parts, strict=True))  # type: ignore[return-value]
 
-    def chips(self, bx: int, by: int) -> BlockChips:
-        si, kx, ky = self.lattice(bx, by)
+    def chips(self, bx: int, by: int, inside: bool = False) -> BlockChips:
+        si, kx, ky = self.lattice(bx, by, inside)
         return _chips(si, kx, ky, self.chip_sizes, self.overlap)
 
 
@@ -144,6 +150,7 @@ class BlockPlan:
     bx: np.ndarray  # int64 per block
     by: np.ndarray
     estimated: np.ndarray  # int64 chips per block (estimated)
+    inside: np.ndarray  # bool per block: wholly inside the region (the boundary misses it)
     _chipper: BlockChipper | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -190,13 +197,14 @@ class BlockPlan:
         return self._chipper
 
     def chips(self, i: int) -> BlockChips:
-        return self.chipper().chips(int(self.bx[i]), int(self.by[i]))
+        return self.chipper().chips(int(self.bx[i]), int(self.by[i]), bool(self.inside[i]))
 
     def grid(self) -> tiling.Grid:
         """All blocks' chips as one grid, in plan_grid's order (size class, rows from the
         north, columns from the west). Holds every chip: for regions of up to millions."""
         parts = [
-            self.chipper().lattice(int(x), int(y)) for x, y in zip(self.bx, self.by, strict=True)
+            self.chipper().lattice(int(x), int(y), bool(w))
+            for x, y, w in zip(self.bx, self.by, self.inside, strict=True)
         ]
         si, kx, ky = (
             (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -242,7 +250,7 @@ def plan_blocks(
     full = _lattice_points(bx0, bx1, by0, by1, B, chip_sizes, overlap)
     edge_x, edge_y = _boundary_blocks(area, B, eps)
     per_strip = max(1, STRIP_CELLS // (nx * SUBCELLS * SUBCELLS))
-    bxs, bys, ests = [], [], []
+    bxs, bys, ests, insides = [], [], [], []
     for top in range(by1, by0 - 1, -per_strip):
         bottom = max(by0, top - per_strip + 1)
         ny, s = top - bottom + 1, SUBCELLS
@@ -250,10 +258,11 @@ def plan_blocks(
         # blocks inside come out 1, blocks outside 0; the boundary's blocks are added below.
         cells = _burn(area, bx0 * B, (top + 1) * B, B / s, nx * s, ny * s)
         share = cells.reshape(ny, s, nx, s).mean(axis=(1, 3))
-        listed = share > 0
+        edge = np.zeros((ny, nx), bool)
         here = (edge_y >= bottom) & (edge_y <= top)
-        listed[top - edge_y[here], edge_x[here] - bx0] = True
-        rows, cols = np.nonzero(listed)
+        edge[top - edge_y[here], edge_x[here] - bx0] = True
+        rows, cols = np.nonzero(edge | (share > 0))
+        insides.append(~edge[rows, cols])
         est = np.rint(share[rows, cols] * full[top - by0 - rows, cols]).astype(np.int64)
         bxs.append(bx0 + cols)
         bys.append(top - rows)
@@ -270,6 +279,7 @@ def plan_blocks(
         bx=np.concatenate(bxs).astype(np.int64),
         by=np.concatenate(bys).astype(np.int64),
         estimated=np.concatenate(ests),
+        inside=np.concatenate(insides),
     )
 
 
