@@ -247,7 +247,6 @@ def plan_blocks(
     bx0, bx1 = math.floor((xmin - eps) / B), math.floor((xmax + eps) / B)
     by0, by1 = math.floor((ymin - eps) / B), math.floor((ymax + eps) / B)
     nx = bx1 - bx0 + 1
-    full = _lattice_points(bx0, bx1, by0, by1, B, chip_sizes, overlap)
     edge_x, edge_y = _boundary_blocks(area, B, eps)
     per_strip = max(1, STRIP_CELLS // (nx * SUBCELLS * SUBCELLS))
     bxs, bys, ests, insides = [], [], [], []
@@ -263,7 +262,8 @@ def plan_blocks(
         edge[top - edge_y[here], edge_x[here] - bx0] = True
         rows, cols = np.nonzero(edge | (share > 0))
         insides.append(~edge[rows, cols])
-        est = np.rint(share[rows, cols] * full[top - by0 - rows, cols]).astype(np.int64)
+        full = _lattice_points(bx0, bx1, bottom, top, B, chip_sizes, overlap)
+        est = np.rint(share[rows, cols] * full[top - bottom - rows, cols]).astype(np.int64)
         bxs.append(bx0 + cols)
         bys.append(top - rows)
         ests.append(np.maximum(est, 1))  # a block the boundary crosses may hold a chip
