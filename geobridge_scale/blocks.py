@@ -1,10 +1,15 @@
 """The unit of distributed work: a block, a square of the grid CRS (2 km by default), and the
 per-block embedding files. No Ray here.
 
-    blocks.parquet            the manifest: one row per block (block name, chip ids as int64
-                              bytes; a chip's place and size follow from its id, core.chipid)
+    blocks.parquet            the manifest: one row per block of the plan (core.blockplan):
+                              block name, bx, by, bounds in the grid CRS, estimated chips,
+                              whether it lies wholly inside the region.
+                              No chip ids: a read actor plans its own block's chips.
     embeddings/<block>.parquet one row per chip read (not nodata or blank): `id` int64,
-                              `embedding` fixed-size list of float16
+                              `embedding` fixed-size list of float16; its schema metadata
+                              says how many chips the block planned and their ids' checksum
+                              (tiling.ids_checksum), so the whole grid's count and checksum
+                              are known without its ids
 
 A block file appears atomically (written to .tmp, renamed), so a run killed at any moment
 leaves only whole blocks, and the next run skips them.
@@ -18,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geobridge_qgis.core import tiling
+from geobridge_qgis.core import blockplan, tiling
 
 MANIFEST = "blocks.parquet"
 EMBEDDINGS = "embeddings"
+PLANNED, CHECKSUM = "geobridge.planned", "geobridge.ids_checksum"
 
 
 def block_names(grid: tiling.Grid, block_m: float) -> np.ndarray:
@@ -30,21 +36,20 @@ def block_names(grid: tiling.Grid, block_m: float) -> np.ndarray:
     return np.char.add(np.char.add(bx.astype(str), "_"), by.astype(str))
 
 
-def write_manifest(path: Path, grid: tiling.Grid, block_m: float) -> pa.Table:
-    """Group the grid's chips into blocks (in id order inside each) and write the manifest."""
-    names = block_names(grid, block_m)
-    order = np.lexsort((grid.ids, names))
-    names, ids = names[order], grid.ids[order]
-    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
-    stops = np.r_[starts[1:], len(names)]
+def write_manifest(path: Path, plan: blockplan.BlockPlan) -> pa.Table:
+    """One row per block of the plan (name, lattice position, bounds, estimated chips)."""
+    bounds = plan.block_bounds()
     table = pa.table(
         {
-            "block": pa.array([str(names[a]) for a in starts], pa.string()),
-            "chips": pa.array([int(b - a) for a, b in zip(starts, stops, strict=True)], pa.int64()),
-            "ids": pa.array(
-                [ids[a:b].astype("<i8").tobytes() for a, b in zip(starts, stops, strict=True)],
-                pa.binary(),
-            ),
+            "block": pa.array(plan.names, pa.string()),
+            "bx": pa.array(plan.bx, pa.int64()),
+            "by": pa.array(plan.by, pa.int64()),
+            "xmin": pa.array(bounds[:, 0], pa.float64()),
+            "ymin": pa.array(bounds[:, 1], pa.float64()),
+            "xmax": pa.array(bounds[:, 2], pa.float64()),
+            "ymax": pa.array(bounds[:, 3], pa.float64()),
+            "chips": pa.array(plan.estimated, pa.int64()),
+            "inside": pa.array(plan.inside, pa.bool_()),
         }
     )
     tmp = path.with_name(path.name + ".tmp")
@@ -65,8 +70,16 @@ def done_blocks(folder: Path) -> set[str]:
     return {p.stem for p in (folder / EMBEDDINGS).glob("*.parquet")}
 
 
-def write_block(folder: Path, block: str, ids: np.ndarray, emb: np.ndarray) -> Path:
-    """One block's embeddings as Parquet (fp16), atomically."""
+def write_block(
+    folder: Path,
+    block: str,
+    ids: np.ndarray,
+    emb: np.ndarray,
+    planned: int | None = None,
+    checksum: int | None = None,
+) -> Path:
+    """One block's embeddings as Parquet (fp16), atomically; `planned` chips of checksum
+    `checksum` (default: the chips written) were planned in it."""
     dim = emb.shape[1] if emb.ndim == 2 else 0
     flat = pa.array(np.ascontiguousarray(emb, np.float16).reshape(-1), pa.float16())
     table = pa.table(
@@ -75,6 +88,11 @@ def write_block(folder: Path, block: str, ids: np.ndarray, emb: np.ndarray) -> P
             "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
         }
     )
+    meta = {
+        PLANNED: str(len(ids) if planned is None else int(planned)),
+        CHECKSUM: str(tiling.ids_checksum(ids) if checksum is None else int(checksum)),
+    }
+    table = table.replace_schema_metadata(meta)
     out = folder / EMBEDDINGS / f"{block}.parquet"
     tmp = out.with_name(out.name + ".tmp")
     pq.write_table(table, tmp)
@@ -98,6 +116,17 @@ def read_ids(folder: Path) -> np.ndarray:
         for p in sorted((folder / EMBEDDINGS).glob("*.parquet"))
     ]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def read_planned(folder: Path) -> tuple[int, int]:
+    """(chips planned, their ids' checksum) over every block written: the grid's count and
+    checksum (tiling.Grid.signature) without holding its ids."""
+    count, checksum = 0, 0
+    for p in sorted((folder / EMBEDDINGS).glob("*.parquet")):
+        meta = pq.read_schema(p).metadata or {}
+        count += int(meta.get(PLANNED.encode(), 0))
+        checksum ^= int(meta.get(CHECKSUM.encode(), 0))
+    return count, checksum
 
 
 def read_all(folder: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,10 @@
 """The distributed index build: the same index as `core.index.build_index`, built on Ray Data.
 
-    plan     the engine's grid (tiling.plan_grid) in blocks -> <out>.partial/blocks.parquet
-    encode   blocks not yet written -> read actors -> encode actors -> embeddings/<block>.parquet
+    plan     the engine's grid planned block by block (core.blockplan: the grid CRS chosen
+             once, the blocks that meet the region, estimated chips each; no chip is
+             enumerated) -> <out>.partial/blocks.parquet
+    encode   blocks not yet written -> read actors (each plans its block's chips: exactly the
+             local build's chips there) -> encode actors -> embeddings/<block>.parquet
     publish  up to IVF_MIN chips: the local build's own index (Flat or HNSW, chips.npz,
              chips.gpkg, index.json), so every front end opens it as before; above: IVF
              trained on a sample, filled per block, merged on disk (geobridge_scale.ivf) and
@@ -23,7 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from geobridge_qgis.core import chipid, search, tiling
+from geobridge_qgis.core import blockplan, chipid, search, tiling
 from geobridge_qgis.core import index as engine_index
 from geobridge_qgis.core.errors import UserError
 
@@ -80,11 +83,15 @@ def build_index_ray(
         region = service.resolve_region(region, CRS.from_wkt(ds.GetProjection()))
     else:
         region = service.resolve_region(region)
-    grid = tiling.plan_grid(
-        ds, region, tuple(request.chip_sizes), request.overlap, source=str(request.raster)
+    plan = blockplan.plan_blocks(
+        ds,
+        region,
+        tuple(request.chip_sizes),
+        request.overlap,
+        block_m,
+        source=str(request.raster),
     )
-    if len(grid) == 0:
-        raise UserError(f"{request.raster}: the region holds no whole chip of {grid.chip_sizes} m")
+    flip = bool(request.flip and bundle.towers[tower].input.get("flip_tta"))
 
     cluster = ray_adapter.connect(address, num_cpus, object_store_memory)
     try:
@@ -101,10 +108,10 @@ def build_index_ray(
             "precision": precision,
             "tower": tower,
             "raster": tiling.raster_identity(request.raster, ds),
-            "grid": grid.signature(),
+            # The plan's signature (region, lattice, blocks): the grid's own needs every id.
+            "grid": plan.signature(),
             "shard_chips": engine_index.SHARD_CHIPS,
-            # The encode actors embed as the tower's manifest says (--no-flip is local only).
-            "flip_tta": bool(bundle.towers[tower].input.get("flip_tta")),
+            "flip_tta": flip,
             "engine": "ray",
             "block_m": block_m,
             "factory": factory,
@@ -115,7 +122,7 @@ def build_index_ray(
         manifest = (
             blocks.read_manifest(manifest_path)
             if manifest_path.exists()
-            else blocks.write_manifest(manifest_path, grid, block_m)
+            else blocks.write_manifest(manifest_path, plan)
         )
         done = blocks.done_blocks(work)
         names = manifest.column("block").to_pylist()
@@ -123,21 +130,23 @@ def build_index_ray(
         todo_mask = np.array([n not in done for n in names], bool)
         todo = manifest.filter(todo_mask)
         encoders_n = int(cluster.gpus) or 1
-        rate = engine_index.measure_rate(local, tower) * encoders_n
-        est = engine_index.estimate(grid, bundle, rate)
+        rate = engine_index.measure_rate(local, tower, flip=flip) * encoders_n
+        est = _estimate(int(chips.sum()), bundle, rate)
         log(
             f"plan: {len(names):,} blocks of {block_m:g} m ({int(todo_mask.sum()):,} to encode), "
-            f"{est.line()} on {cluster.words()}, {encoders_n} encoder(s), {precision}"
+            f"estimated {est.line()} on {cluster.words()}, "
+            f"{encoders_n} encoder(s), {precision}"
         )
         px = bundle.towers[tower].input["size"][0]
-        bounds = engine_index._grid_bounds(grid)
         read_kwargs = dict(
             raster=str(request.raster),
-            crs_wkt=grid.crs.to_wkt(),
-            bounds=bounds,
-            chip_sizes=grid.chip_sizes,
-            overlap=grid.overlap,
+            crs_wkt=plan.crs.to_wkt(),
+            bounds=plan.bounds(),
+            chip_sizes=plan.chip_sizes,
+            overlap=plan.overlap,
             px=px,
+            area_wkb=plan.area_wkb,
+            block_m=plan.block_m,
         )
         encode_kwargs = dict(
             bundle=str(Path(request.bundle).resolve()),
@@ -147,17 +156,22 @@ def build_index_ray(
             providers=service.defaults.provider_names(request.providers),
             batch_size=request.batch_size,
             px=px,
+            flip=flip,
         )
+        # Progress in chips: each block counts its estimate until it is written, then the
+        # chips it planned, so the total becomes exact as blocks finish.
         total = int(chips.sum())
         finished = int(chips[~todo_mask].sum())
         t_enc = time.perf_counter()
         encoded = 0
         if len(todo):
             stream = ray_adapter.run_blocks(cluster, todo, read_kwargs, encode_kwargs)
+            position = {name: i for i, name in enumerate(names)}
             for row in stream:
-                manifest_chips = int(chips[names.index(row["block"])])
-                finished += manifest_chips
-                encoded += manifest_chips
+                planned = int(row["planned"])
+                total += planned - int(chips[position[str(row["block"])]])
+                finished += planned
+                encoded += planned
                 if progress:
                     progress(finished, total, encoded / max(time.perf_counter() - t_enc, 1e-6))
                 if cancelled and cancelled():
@@ -174,7 +188,7 @@ def build_index_ray(
         folder = publish(
             work,
             out,
-            grid,
+            plan,
             bundle,
             build,
             request.raster,
@@ -195,6 +209,18 @@ def build_index_ray(
     )
 
 
+def _estimate(chips: int, bundle: Any, rate: float) -> engine_index.Estimate:
+    """The local build's estimate for `chips` (estimated) chips; above IVF_MIN, on disk: the
+    fp16 block files while building and the SQ8 index."""
+    dim = bundle.embed_dim
+    if chips <= IVF_MIN:  # as engine_index.estimate: fp32 vectors (and HNSW links above FLAT_MAX)
+        per_chip = 4 * dim + 8 + (256 if chips > search.FLAT_MAX else 0)
+    else:
+        per_chip = 2 * dim + dim + 8
+    per_chip += engine_index.BYTES_PER_CHIP_META
+    return engine_index.Estimate(chips, chips / rate, chips * per_chip, rate)
+
+
 def _device(cluster) -> str:
     return f"{cluster.words()}" + (" (GPU encoders)" if cluster.gpus else " (CPU encoders)")
 
@@ -207,8 +233,8 @@ def _start_work(work: Path, build: dict) -> None:
             previous = None
         if previous != build:
             raise UserError(
-                f"{work}: a half-written index from another build (other model, raster, grid "
-                "or engine); delete it or choose another --out"
+                f"{work}: a half-written index from another build (other model, raster, grid, "
+                "flip setting or engine); delete it or choose another --out"
             )
         return
     (work / blocks.EMBEDDINGS).mkdir(parents=True)
@@ -222,7 +248,7 @@ def _serial(fn: Callable, items: list[tuple]) -> list:
 def publish(
     work: Path,
     out: Path,
-    grid: tiling.Grid,
+    plan: blockplan.BlockPlan,
     bundle: Any,
     build: dict,
     raster: str | Path,
@@ -232,11 +258,19 @@ def publish(
     map_blocks: Callable[[Callable, list[tuple]], list] = _serial,
 ) -> Path:
     """Turn the block files into the index folder (complete or absent). `map_blocks(fn,
-    items)` runs fn(*item) for every block (a loop here, Ray tasks in a build)."""
+    items)` runs fn(*item) for every block (a loop here, Ray tasks in a build).
+
+    The index's grid signature is the local build's (count and checksum of the chips
+    planned), summed from the block files: no step holds every planned id."""
     dim = bundle.embed_dim
-    ids = blocks.read_ids(work)
-    big = factory.startswith("IVF") if factory else len(ids) > IVF_MIN
+    planned, checksum = blocks.read_planned(work)
+    if planned == 0:
+        raise UserError(f"{raster}: the region holds no whole chip of {plan.chip_sizes} m")
+    # Up to IVF_MIN chips planned, the grid fits in memory: the local build's own publish.
+    big = factory.startswith("IVF") if factory else planned > IVF_MIN
     if not big:
+        grid = plan.grid()
+        build = {**build, "grid": grid.signature()}
         ids, emb = blocks.read_all(work, dim)
         # The local build's shards in grid order: the same publish writes the same files.
         order = np.argsort(grid.ids)
@@ -255,7 +289,10 @@ def publish(
         return engine_index._publish(
             work, out, grid, bundle, build, raster, region, tower, search.FLAT_MAX
         )
-    return _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, map_blocks)
+    grid_signature = {**build["grid"], "count": planned, "ids_checksum": checksum}
+    build = {**build, "grid": grid_signature}
+    ids = blocks.read_ids(work)
+    return _publish_ivf(work, out, plan, bundle, build, region, tower, ids, factory, map_blocks)
 
 
 def _drop_block_files(work: Path) -> None:
@@ -287,7 +324,7 @@ def fill_from_block(trained: str, block_file: str, dim: int, target: str) -> int
     return ivf.fill_block(trained, ids, emb.astype(np.float32), Path(target))
 
 
-def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, map_blocks) -> Path:
+def _publish_ivf(work, out, plan, bundle, build, region, tower, ids, factory, map_blocks) -> Path:
     import datetime as dt
     import hashlib
 
@@ -307,10 +344,10 @@ def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, ma
     ]
     map_blocks(fill_from_block, items)
     index = ivf.merge(work / "trained.faiss", files, work)
-    sizes, cx, cy = chipid.centres(ids, grid.chip_sizes, grid.overlap)
+    sizes, cx, cy = chipid.centres(ids, plan.chip_sizes, plan.overlap)
     from pyproj import Transformer
 
-    lon, lat = Transformer.from_crs(grid.crs, 4326, always_xy=True).transform(cx, cy)
+    lon, lat = Transformer.from_crs(plan.crs, 4326, always_xy=True).transform(cx, cy)
     np.savez(
         work / "chips.npz",
         ids=ids,
@@ -331,18 +368,19 @@ def _publish_ivf(work, out, grid, bundle, build, region, tower, ids, factory, ma
         "tower": tower,
         "embed_dim": bundle.embed_dim,
         "factory": factory,
+        "flip_tta": build["flip_tta"],
         "nprobe": int(faiss.extract_index_ivf(index).nprobe),
         "ivfdata": ivf.IVFDATA,
         "chip_ids": chipid.SCHEME,
         "count": int(index.ntotal),
-        "skipped": int(len(grid) - len(ids)),
+        "skipped": int(build["grid"]["count"] - len(ids)),
         "raster": build["raster"],
         "grid": {
             **build["grid"],
-            "crs_wkt": grid.crs.to_wkt(),
-            "region_wkt": grid.region_wkt,
+            "crs_wkt": plan.crs.to_wkt(),
+            "region_wkt": plan.region_wkt,
             "region": (region.label if region else "whole raster"),
-            "lonlat_bounds": list(grid.lonlat_bounds),
+            "lonlat_bounds": list(plan.lonlat_bounds),
         },
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

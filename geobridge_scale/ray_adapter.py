@@ -121,9 +121,9 @@ def run_blocks(
     read_actors: int = 1,
     encode_actors: int | None = None,
 ) -> Iterator[dict]:
-    """Read and encode the manifest's blocks; yields {"block", "chips", "device"} per block
-    written, as blocks finish (streaming: reading runs ahead of encoding, bounded by the
-    read pool and Ray Data's backpressure)."""
+    """Read and encode the manifest's blocks; yields {"block", "chips" (read), "planned",
+    "device"} per block written, as blocks finish (streaming: reading runs ahead of encoding,
+    bounded by the read pool and Ray Data's backpressure)."""
     import ray
 
     gpus = int(cluster.gpus)
@@ -152,7 +152,7 @@ def run_blocks(
     # (iter_rows would wait for a batch of 256 rows).
     for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
         for i in range(len(batch["block"])):
-            yield {k: batch[k][i] for k in ("block", "chips", "device")}
+            yield {k: batch[k][i] for k in ("block", "chips", "planned", "device")}
 
 
 def map_tasks(fn: Any, items: list[tuple], num_cpus: float = 1) -> list:

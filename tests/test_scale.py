@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from geobridge_qgis.core import chipid, tiling
+from geobridge_qgis.core import blockplan, chipid, tiling
 
 DEMO = ROOT / "resources" / "demo"
 BUNDLE = DEMO / "bundle"
@@ -66,7 +66,7 @@ def ray_index(ray_address, tmp_path_factory) -> Path:
         *args,
     )
     assert done.returncode == 0, done.stderr
-    assert "plan: 9 blocks of 250 m" in done.stderr
+    assert "plan: 9 blocks of 250 m (9 to encode), estimated " in done.stderr
     return out
 
 
@@ -164,17 +164,18 @@ def test_cancelled_build_resumes_skipping_written_blocks(ray_address, local_inde
     (work / blocks.EMBEDDINGS / "half_written.parquet.tmp").write_bytes(b"half")
 
     lines: list[str] = []
-    encoded: list[int] = []
+    encoded: list[tuple[int, int]] = []
     # Resumed into the large-index path: IVF lists filled as Ray tasks, merged on disk.
     done = build_index_ray(
         request,
         block_m=150,
         factory="IVF4,Flat",
         log=lines.append,
-        progress=lambda d, t, r: encoded.append(d),
+        progress=lambda d, t, r: encoded.append((d, t)),
     )
     assert f"({total - 1} to encode)" in lines[0]
     assert len(encoded) == total - 1  # one progress call per block encoded
+    assert encoded[-1][0] == encoded[-1][1]  # estimates give way to the chips planned
     assert done.folder == out and not work.exists()
     resumed = Index.open(out)
     local = Index.open(local_index)
@@ -353,6 +354,31 @@ def test_ivf_merged_on_disk_opens_mapped_and_filters_by_box(tmp_path):
         assert len(set(row) & want) >= 9
 
 
+def test_ray_build_honours_no_flip(ray_address, local_index, tmp_path):
+    """--no-flip reaches the encode actors: the Ray build's embeddings are the local --no-flip
+    build's, not the flipped ones, and the index records it."""
+    from geobridge_qgis.core import service
+    from geobridge_qgis.core.index import Index
+    from geobridge_scale.build import build_index_ray
+
+    def request(name: str) -> service.IndexRequest:
+        return service.IndexRequest(
+            BUNDLE, str(RASTER), tmp_path / name, region=SMALL_BBOX, flip=False
+        )
+
+    local = Index.open(service.build_index(request("local")).folder)
+    ray = Index.open(build_index_ray(request("ray"), block_m=150).folder)
+    assert ray.manifest["flip_tta"] is False and local.manifest["flip_tta"] is False
+    assert sorted(ray.ids) == sorted(local.ids) and len(local.ids) > 40
+    va = np.stack([ray.faiss_index.reconstruct(int(i)) for i in local.ids])
+    vb = np.stack([local.faiss_index.reconstruct(int(i)) for i in local.ids])
+    assert np.abs(va - vb).max() < 2e-3  # the blocks store fp16
+    flipped = Index.open(local_index)
+    assert flipped.manifest["flip_tta"] is True
+    vf = np.stack([flipped.faiss_index.reconstruct(int(i)) for i in local.ids])
+    assert np.abs(va - vf).max() > 1e-2
+
+
 def test_ivf_publish_opens_like_any_index(local_index, tmp_path):
     """The large-index path on the demo's blocks: IVF merged on disk, opened by Index.open
     (memory-mapped), and locate answers as on the Flat index (every list probed)."""
@@ -365,25 +391,25 @@ def test_ivf_publish_opens_like_any_index(local_index, tmp_path):
     local = Index.open(local_index)
     bundle = Bundle.load(BUNDLE)
     region = tiling.Region.from_bbox(BBOX)
-    grid = tiling.plan_grid(tiling.open_raster(RASTER), region)
+    plan = blockplan.plan_blocks(tiling.open_raster(RASTER), region, block_m=250.0)
     work = tmp_path / "ivf.partial"
     (work / blocks.EMBEDDINGS).mkdir(parents=True)
-    names = blocks.block_names(grid, 250.0)
-    for name in np.unique(names):
-        ids = grid.ids[names == name]
-        emb = np.stack([local.faiss_index.reconstruct(int(i)) for i in ids])
-        blocks.write_block(work, str(name), ids, emb)
+    for i, name in enumerate(plan.names):
+        ids = plan.chips(i).ids
+        emb = np.stack([local.faiss_index.reconstruct(int(c)) for c in ids])
+        blocks.write_block(work, name, ids, emb)
     (work / "build.json").write_text("{}")
     build = {
         "precision": local.manifest["precision"],
         "raster": local.manifest["raster"],
-        "grid": grid.signature(),
+        "grid": plan.signature(),
+        "flip_tta": True,
         "engine": "ray",
     }
     out = publish(
         work,
         tmp_path / "ivf",
-        grid,
+        plan,
         bundle,
         build,
         RASTER,
@@ -397,4 +423,8 @@ def test_ivf_publish_opens_like_any_index(local_index, tmp_path):
     assert index.manifest["factory"] == "IVF4,Flat" and index.manifest["ivfdata"]
     assert index.faiss_index.ntotal == local.faiss_index.ntotal
     assert sorted(index.ids) == sorted(local.ids)
+    # The grid's count and checksum, summed block by block, are the local build's.
+    for key in ("count", "ids_checksum"):
+        assert index.manifest["grid"][key] == local.manifest["grid"][key], key
+    assert index.manifest["skipped"] == local.manifest["skipped"] == 0
     assert _top10(moved) == _top10(local_index)

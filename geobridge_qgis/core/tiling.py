@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 from pyproj import CRS, Proj, Transformer
 
-from . import chipid, defaults, raster_view
+from . import chipid, defaults, lattice, raster_view
 from .errors import UserError
 from .gdal_mode import gdal_exceptions
 
@@ -261,10 +261,15 @@ class Grid:
             "chip_sizes": list(self.chip_sizes),
             "overlap": self.overlap,
             "count": len(self),
-            "ids_checksum": int(np.bitwise_xor.reduce(self.ids * 2654435761 % (1 << 61)))
-            if len(self)
-            else 0,
+            "ids_checksum": ids_checksum(self.ids),
         }
+
+
+def ids_checksum(ids: np.ndarray) -> int:
+    """An order-free checksum of chip ids: XOR of a hash of each, so the checksums of disjoint
+    parts (a grid's blocks) XOR to the whole's."""
+    ids = np.asarray(ids, np.int64)
+    return int(np.bitwise_xor.reduce(ids * 2654435761 % (1 << 61))) if len(ids) else 0
 
 
 def _chip_id(size_index: int, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
@@ -281,7 +286,55 @@ def plan_grid(
     overlap: float = DEFAULT_OVERLAP,
     source: str = "raster",
 ) -> Grid:
-    """Lay the chip grid over `region` (default: the whole raster). Reads no pixels."""
+    """Lay the chip grid over `region` (default: the whole raster). Reads no pixels.
+
+    A region too large to enumerate (a country) is planned block by block: core.blockplan."""
+    grid_crs, area, region_ll = grid_area(ds, region, chip_sizes, overlap, source)
+    label = (region or Region()).label
+    xmin, xmax, ymin, ymax = area.GetEnvelope()
+    ids, sizes, cxs, cys = [], [], [], []
+    for si, size in enumerate(chip_sizes):
+        stride = size * (1 - overlap)
+        kx0, kx1 = math.ceil(xmin / stride), math.floor(xmax / stride)
+        ky0, ky1 = math.ceil(ymin / stride), math.floor(ymax / stride)
+        if kx1 < kx0 or ky1 < ky0:
+            continue
+        nx, ny = kx1 - kx0 + 1, ky1 - ky0 + 1
+        if nx * ny > 50_000_000:
+            raise UserError(
+                f"{source}: {label}: {nx * ny:,} lattice points at {size:g} m; narrow the region"
+            )
+        rows, cols = np.nonzero(lattice.mask(lattice.scaled(area, stride), kx0, kx1, ky0, ky1))
+        kx, ky = kx0 + cols, ky1 - rows
+        ids.append(_chip_id(si, kx, ky))
+        sizes.append(np.full(len(kx), float(size)))
+        cxs.append(kx * stride)
+        cys.append(ky * stride)
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    e = region_ll.GetEnvelope()
+    return Grid(
+        crs=grid_crs,
+        chip_sizes=tuple(float(s) for s in chip_sizes),
+        overlap=float(overlap),
+        ids=cat(ids, np.int64),
+        sizes=cat(sizes, np.float64),
+        cx=cat(cxs, np.float64),
+        cy=cat(cys, np.float64),
+        region_wkt=area.ExportToWkt(),
+        lonlat_bounds=(e[0], e[2], e[1], e[3]),
+    )
+
+
+@gdal_exceptions()
+def grid_area(
+    ds: gdal.Dataset,
+    region: Region | None,
+    chip_sizes: tuple[float, ...],
+    overlap: float,
+    source: str = "raster",
+) -> tuple[CRS, ogr.Geometry, ogr.Geometry]:
+    """(grid CRS, the part of the region inside the raster in that CRS, the region in lon/lat):
+    what every plan of the grid starts from. The CRS is chosen once, from the region's centre."""
     if not chip_sizes or min(chip_sizes) <= 0:
         raise UserError(f"chip sizes must be positive metres, got {chip_sizes}")
     if len(chip_sizes) > 15:
@@ -307,42 +360,7 @@ def plan_grid(
     area = transform_geometry(region_geom, region_crs, raster_crs).Intersection(footprint)
     if area is None or area.IsEmpty() or area.GetArea() <= 0:
         raise UserError(f"{region.label}: the region does not overlap the raster {source}")
-    area = transform_geometry(area, raster_crs, grid_crs)
-
-    xmin, xmax, ymin, ymax = area.GetEnvelope()
-    ids, sizes, cxs, cys = [], [], [], []
-    for si, size in enumerate(chip_sizes):
-        stride = size * (1 - overlap)
-        kx0, kx1 = math.ceil(xmin / stride), math.floor(xmax / stride)
-        ky0, ky1 = math.ceil(ymin / stride), math.floor(ymax / stride)
-        if kx1 < kx0 or ky1 < ky0:
-            continue
-        nx, ny = kx1 - kx0 + 1, ky1 - ky0 + 1
-        if nx * ny > 50_000_000:
-            raise UserError(
-                f"{source}: {region.label}: {nx * ny:,} lattice points at {size:g} m; "
-                "narrow the region"
-            )
-        mask = _rasterize(area, grid_crs, kx0 * stride, ky1 * stride, stride, nx, ny)
-        rows, cols = np.nonzero(mask)
-        kx, ky = kx0 + cols, ky1 - rows
-        ids.append(_chip_id(si, kx, ky))
-        sizes.append(np.full(len(kx), float(size)))
-        cxs.append(kx * stride)
-        cys.append(ky * stride)
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
-    e = region_ll.GetEnvelope()
-    return Grid(
-        crs=grid_crs,
-        chip_sizes=tuple(float(s) for s in chip_sizes),
-        overlap=float(overlap),
-        ids=cat(ids, np.int64),
-        sizes=cat(sizes, np.float64),
-        cx=cat(cxs, np.float64),
-        cy=cat(cys, np.float64),
-        region_wkt=area.ExportToWkt(),
-        lonlat_bounds=(e[0], e[2], e[1], e[3]),
-    )
+    return grid_crs, transform_geometry(area, raster_crs, grid_crs), region_ll
 
 
 def _check_resolution(
@@ -368,22 +386,6 @@ def _round_up(v: float) -> float:
 
 def _length(metres: float) -> str:
     return f"{metres / 1000:.3g} km" if metres >= 1000 else f"{metres:.3g} m"
-
-
-def _rasterize(geom, crs: CRS, x_first, y_first, stride, nx, ny) -> np.ndarray:
-    """Which lattice points (pixel centres) lie inside `geom`: GDAL's rasterizer does it."""
-    ds = gdal.GetDriverByName("MEM").Create("", nx, ny, 1, gdal.GDT_Byte)
-    ds.SetGeoTransform((x_first - stride / 2, stride, 0, y_first + stride / 2, 0, -stride))
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(crs.to_wkt())
-    ds.SetProjection(srs.ExportToWkt())
-    mem = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = mem.CreateLayer("r", srs, ogr.wkbPolygon)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetGeometry(geom)
-    layer.CreateFeature(feature)
-    gdal.RasterizeLayer(ds, [1], layer, burn_values=[1])
-    return ds.GetRasterBand(1).ReadAsArray().astype(bool)
 
 
 @gdal_exceptions()
