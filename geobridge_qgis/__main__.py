@@ -220,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chips", type=int, default=defaults.MAX_CHIPS,
                    help=f"refuse a larger grid ({defaults.MAX_CHIPS:,})")  # fmt: skip
     p.add_argument("--exact-max-chips", type=int, default=defaults.EXACT_MAX_CHIPS,
-                   help="an exact index up to this many chips, approximate (HNSW) above "
+                   help="an exact index up to this many chips, approximate (IVF,SQ8) above "
                    f"({defaults.EXACT_MAX_CHIPS:,})")  # fmt: skip
     p.add_argument("--no-flip", action="store_true",
                    help="no flip test-time augmentation: about twice as fast, slightly less "

@@ -148,7 +148,7 @@ def set_providers(names: Sequence[str] | str) -> None:
 
 
 def exact_max_chips() -> int:
-    """Index builds make an exact index up to this many chips and an approximate (HNSW) one
+    """Index builds make an exact index up to this many chips and an approximate (IVF,SQ8) one
     above: exact search over more chips than this is slower than an analyst should wait."""
     return _int(EXACT_MAX_CHIPS, defaults.EXACT_MAX_CHIPS, 1, 1 << 40)
 

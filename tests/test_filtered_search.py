@@ -39,7 +39,8 @@ def big(tmp_path_factory):
     x = clustered(N, D, rng)
     ids = np.arange(N, dtype=np.int64) * 3 + 11  # chip ids are not row numbers
     path = tmp_path_factory.mktemp("filtered") / "vectors.faiss"
-    assert S.write_vectors(path, x, ids) == "IDMap2,HNSW32"  # the engine's choice at 250k
+    # HNSW was the engine's choice above the exact limit: its indexes are still searched.
+    assert S.write_vectors(path, x, ids, factory=S.HNSW) == "IDMap2,HNSW32"
     index = faiss.read_index(str(path))
     assert isinstance(faiss.downcast_index(index.index), faiss.IndexHNSWFlat)
     return S.VectorSearch(index), x, ids
@@ -160,9 +161,9 @@ def test_small_indexes_and_edge_cases(tmp_path, spread):
     x = clustered(2_500, 16, rng)
     ids = np.arange(2_500, dtype=np.int64) * spread + 100
     a, b = int(ids[3]), int(ids[5])
-    for flat_max in (10**9, 0):  # each index type
-        path = tmp_path / f"v{flat_max}.faiss"
-        S.write_vectors(path, x, ids, flat_max=flat_max)
+    for n, factory in enumerate((S.FLAT, S.HNSW, S.factory_for(len(ids), flat_max=0))):
+        path = tmp_path / f"v{n}.faiss"
+        S.write_vectors(path, x, ids, factory=factory)
         s = S.VectorSearch(faiss.read_index(str(path)))
         q = x[:3]
         scores, found = s.search(q, 10, np.array([b, a, a, 7, -5]))  # repeats, unknown ids

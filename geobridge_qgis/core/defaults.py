@@ -12,7 +12,7 @@ from __future__ import annotations
 CHIP_SIZES: tuple[float, ...] = (100.0, 150.0)  # metres; GeoLoc's satellite crops are 80-180 m
 OVERLAP = 0.5  # share of a chip shared with its neighbour: stride = size * (1 - overlap)
 MAX_CHIPS = 250_000  # above this a build is refused: a region too large for one machine's index
-EXACT_MAX_CHIPS = 200_000  # an exact (Flat) index up to this many chips, HNSW above
+EXACT_MAX_CHIPS = 200_000  # an exact (Flat) index up to this many chips, IVF,SQ8 above
 TOWER = "satellite"  # the tower that embeds the reference imagery
 BATCH_SIZE = 32  # chips per encoder batch
 FLIP = True  # flip test-time augmentation of chips: a little fidelity for twice the encoding

@@ -5,8 +5,8 @@ An index is a folder:
     index.json    what made it: model id and tower, the raster's identity, the grid, the FAISS
                   factory string, counts; an index is only used with the model that made it
     vectors.faiss FAISS inner-product index over the L2-normalised embeddings (= cosine), ids =
-                  chip ids; exact "IDMap2,Flat" up to FLAT_MAX vectors, "IDMap2,HNSW32" above
-                  (built from faiss's classes, see core/search.py)
+                  chip ids; exact "IDMap2,Flat" up to FLAT_MAX vectors, "IVF<lists>,SQ8" above
+                  (built from faiss's classes, see core/search.py; opened memory-mapped)
     chips.npz     chip id, size, centre (grid CRS and lon/lat), for fast lookups
     chips.gpkg    the same chips as footprint polygons (layer "chips"), for QGIS to show
 
@@ -90,7 +90,8 @@ def estimate(
     grid: tiling.Grid, bundle: Bundle, chips_per_second: float, flat_max: int = FLAT_MAX
 ) -> Estimate:
     n = len(grid)
-    per_vector = bundle.embed_dim * 4 + (256 if factory_for(n, flat_max) != FLAT else 0) + 8
+    # Flat: float32 and an id; IVF SQ8: a byte per dimension and an id.
+    per_vector = bundle.embed_dim * (4 if factory_for(n, flat_max) == FLAT else 1) + 8
     return Estimate(
         n, n / chips_per_second, n * (per_vector + BYTES_PER_CHIP_META), chips_per_second
     )
@@ -379,6 +380,9 @@ class Index:
             # An IVF index merged on disk (geobridge_scale) maps its lists from the ivfdata
             # file beside vectors.faiss instead of loading them.
             flags = faiss.IO_FLAG_ONDISK_SAME_DIR if manifest.get("ivfdata") else 0
+            if not flags and str(manifest.get("factory", "")).startswith("IVF"):
+                # The engine's own IVF index: its lists mapped from the file, not read in.
+                flags = faiss.IO_FLAG_MMAP
             index = faiss.read_index(str(root / "vectors.faiss"), flags)
             with np.load(root / "chips.npz") as z:
                 arrays = {k: z[k] for k in ("ids", "sizes", "cx", "cy", "lon", "lat")}

@@ -14,11 +14,25 @@ chips would, whatever the index type:
 - many allowed chips on an HNSW index: the graph walk with an id selector and efSearch scaled
   by 1/selectivity, because a filtered walk keeps only the allowed share of what it visits;
   exact search whenever that would be cheaper or the walk would need an unreasonable efSearch;
+- many allowed chips on an IVF index (the engine's own above the exact limit, or one merged on
+  disk by geobridge_scale): the list scan with an id selector and nprobe widened by
+  1/sqrt(selectivity) (a region's nearest chips lie in more lists than the unfiltered nearest,
+  but far fewer than 1/selectivity more: measured on realistic embeddings, the filtered recall
+  at the unfiltered nprobe is within 0.02 of the unfiltered one); few allowed chips: their
+  codes gathered from the inverted lists, decoded and scored exactly (the decoded SQ8 vectors
+  are the index's vectors);
 - any row that still comes back with fewer results than it should is answered exactly.
 
-Selectors are passed to the index inside the ID map, over its row numbers, in the parameter
-class that index type expects (`SearchParametersHNSW` for HNSW: faiss 1.8 raises "params type
-invalid" for a plain `SearchParameters`), so the same code runs on faiss 1.8 and 1.15.
+Above the exact limit the engine builds IVF with SQ8 codes (tools/bench_search.py at 1e6 x 768
+on realistic embeddings: HNSW32 needs efSearch 1024 for recall@10 0.98 unfiltered and does not
+reach 0.95 on a 1 % region even there, takes 6 minutes to build and 3.3 kB per vector; IVF2048,
+SQ8 reaches 0.95-0.97 filtered or not at nprobe 64-128 in 2-9 ms, builds in 3 minutes, holds
+776 bytes per vector and can be memory-mapped).
+
+Selectors are passed in the parameter class that index type expects (`SearchParametersHNSW`
+for HNSW, inside the ID map over its row numbers; `SearchParametersIVF` for IVF, over chip ids:
+faiss 1.8 raises "params type invalid" for a plain `SearchParameters`), so the same code runs
+on faiss 1.8 and 1.15.
 """
 
 from __future__ import annotations
@@ -31,17 +45,27 @@ import faiss
 import numpy as np
 
 from . import defaults
+from .ivf_search import IVFMixin
 
 log = logging.getLogger(__name__)
 
-FLAT_MAX = defaults.EXACT_MAX_CHIPS  # exact index up to this many chips, HNSW above
+FLAT_MAX = defaults.EXACT_MAX_CHIPS  # exact index up to this many chips, IVF above
 HNSW_M = 32
 # faiss's default of 40 leaves some clusters unreachable: on 250k clustered vectors, queries
 # with recall@10 = 0 even at efSearch 256 (unfiltered and filtered); 100 left none, at twice
 # the build time (53 s of CPU for 250k x 64), which is small beside embedding the chips.
 EF_CONSTRUCTION = 100
 FLAT = "IDMap2,Flat"
-HNSW = f"IDMap2,HNSW{HNSW_M}"
+HNSW = f"IDMap2,HNSW{HNSW_M}"  # the type above the exact limit before IVF; still searched
+IVF_CODES = "SQ8"
+IVF_TRAIN_PER_LIST = 40  # k-means wants ~40 points per centroid; more buys little
+IVF_KMEANS_ITERATIONS = 10  # faiss's 25 moves the centroids no further here
+# Lists scanned unfiltered: 2 sqrt(nlist). Measured at 1e6 x 768 (IVF2048,SQ8, realistic
+# embeddings, tools/bench_search.py): nprobe 64 gives recall@10 0.954, 128 gives 0.974.
+NPROBE_PER_SQRT_LIST = 2.0
+# Allowed chips up to this many are scored exactly from their decoded codes: decoding costs
+# about 1 us per 768-d SQ8 vector, a filtered list scan a few ms whatever the allowed count.
+IVF_EXACT_ROWS = 4_096
 
 # efSearch of an unfiltered HNSW search; a filtered one uses EF_BASE / selectivity. Measured on
 # 250k clustered vectors: filtered recall@10 >= 0.95 needs efSearch x selectivity of about 150.
@@ -54,59 +78,103 @@ CHUNK_ROWS = 16_384  # exact search reads the allowed vectors in blocks: bounded
 PAD_SCORE = -np.finfo(np.float32).max  # what faiss returns where fewer than k exist
 
 
+def ivf_nlist(count: int) -> int:
+    """IVF lists for `count` vectors: about 2 sqrt(N) (lists of ~500 at 1e6), a power of two,
+    and never fewer than IVF_TRAIN_PER_LIST vectors per list (k-means needs them)."""
+    nlist = min(65536, 2 ** round(math.log2(2 * math.sqrt(max(count, 1)))))
+    return int(max(1, min(nlist, count // IVF_TRAIN_PER_LIST)))
+
+
+def ivf_nprobe(nlist: int) -> int:
+    """Lists an unfiltered search scans (measured: see NPROBE_PER_SQRT_LIST)."""
+    return int(min(nlist, max(8, math.ceil(NPROBE_PER_SQRT_LIST * math.sqrt(nlist)))))
+
+
 def factory_for(count: int, flat_max: int = FLAT_MAX) -> str:
     """The index type (as faiss's factory string names it) for `count` vectors."""
-    return FLAT if count <= flat_max else HNSW
+    return FLAT if count <= flat_max else f"IVF{ivf_nlist(count)},{IVF_CODES}"
 
 
 def new_index(dim: int, count: int, flat_max: int = FLAT_MAX) -> tuple[faiss.Index, str]:
-    """An empty inner-product index for `count` vectors with ids, and its type's name."""
-    name = factory_for(count, flat_max)
+    """An empty inner-product index for `count` vectors with ids, and its type's name (an IVF
+    index still needs training)."""
+    return index_of_type(dim, factory_for(count, flat_max)), factory_for(count, flat_max)
+
+
+def index_of_type(dim: int, name: str) -> faiss.Index:
+    """An empty index of the type `name` (FLAT, HNSW or IVF<n>,<Flat|SQ8>), from classes."""
     if name == FLAT:
-        inner = faiss.IndexFlatIP(dim)
-    else:
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))  # the wrapper keeps its inner alive
+    if name == HNSW:
         inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = EF_CONSTRUCTION
-    # faiss's Python wrapper keeps `inner` alive as long as the ID map.
-    return faiss.IndexIDMap2(inner), name
+        return faiss.IndexIDMap2(inner)
+    head, _, codes = name.partition(",")
+    if not (head.startswith("IVF") and head[3:].isdigit() and codes in ("Flat", "SQ8")):
+        raise ValueError(f"index type {name}: not one the engine builds")
+    quantizer, nlist, ip = faiss.IndexFlatIP(dim), int(head[3:]), faiss.METRIC_INNER_PRODUCT
+    if codes == "Flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    else:
+        qt = faiss.ScalarQuantizer.QT_8bit
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, qt, ip)
+    index.own_fields = True
+    quantizer.this.disown()  # freed with the index
+    index.cp.niter = IVF_KMEANS_ITERATIONS
+    index.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST * 4
+    index.nprobe = ivf_nprobe(nlist)
+    return index
 
 
 def write_vectors(
-    path: Path | str, vectors: np.ndarray, ids: np.ndarray, flat_max: int = FLAT_MAX
+    path: Path | str,
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    flat_max: int = FLAT_MAX,
+    factory: str | None = None,
 ) -> str:
-    """Write the index of `vectors` (L2-normalised) with chip `ids` to `path`; its type's name."""
+    """Write the index of `vectors` (L2-normalised) with chip `ids` to `path`; its type's name.
+
+    An IVF index is trained on a fixed sample of the vectors (IVF_TRAIN_PER_LIST per list)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index, name = new_index(vectors.shape[1], len(ids), flat_max)
-    if len(ids):
-        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    name = factory or factory_for(len(ids), flat_max)
+    index = index_of_type(vectors.shape[1], name)
+    if not index.is_trained:
+        want = min(len(vectors), index.nlist * IVF_TRAIN_PER_LIST)
+        sample = np.sort(np.random.default_rng(0).choice(len(vectors), want, replace=False))
+        log.info("training %s on %d vectors", name, want)
+        index.train(vectors[sample])
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    for a in range(0, len(ids), 65_536):  # bounded temporary memory while encoding
+        index.add_with_ids(vectors[a : a + 65_536], ids[a : a + 65_536])
     faiss.write_index(index, str(path))
     return name
 
 
-class VectorSearch:
+class VectorSearch(IVFMixin):
     """Top-k inner-product search over a faiss index, optionally limited to allowed ids."""
 
-    def __init__(self, index: faiss.Index) -> None:
+    def __init__(self, index: faiss.Index, nprobe: int | None = None) -> None:
         self.index = index  # owns everything below: the storage view lives as long as it
         self.n = int(index.ntotal)
         self.dim = int(index.d)
+        self.kind, storage, self.ivf = "other", None, None
+        if isinstance(index, faiss.IndexIVF):
+            # Ids live in the inverted lists (perhaps memory-mapped from disk): read only when
+            # a filtered search needs them, so opening stays instant at any size.
+            self.kind, self.ivf = "ivf", index
+            self.nprobe = int(nprobe or ivf_nprobe(index.nlist))
+            self._directory: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            self._sel_key: tuple | None = None
+            self._vectors = None
+            return
         if isinstance(index, (faiss.IndexIDMap2, faiss.IndexIDMap)):
             self.inner = faiss.downcast_index(index.index)
             self.row_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         else:
             self.inner = index
             self.row_ids = np.arange(self.n, dtype=np.int64)
-        # id -> row: a dense table when ids are compact (chip ids are grid positions), else a
-        # sorted copy to bisect; either answers for 100k ids in a few ms.
-        self._row_of_id = None
-        top = int(self.row_ids.max()) + 1 if self.n else 0
-        if self.n and self.row_ids.min() >= 0 and top <= 8 * self.n + 1024:
-            self._row_of_id = np.full(top, -1, np.int64)
-            self._row_of_id[self.row_ids] = np.arange(self.n)
-        else:
-            self._order = np.argsort(self.row_ids, kind="stable")
-            self._sorted_ids = self.row_ids[self._order]
-        self.kind, storage = "other", None
+        self._index_rows(self.row_ids)
         if isinstance(self.inner, faiss.IndexHNSWFlat):
             self.kind, storage = "hnsw", faiss.downcast_index(self.inner.storage)
         elif isinstance(self.inner, faiss.IndexFlat):
@@ -117,6 +185,19 @@ class VectorSearch:
                 self.n, self.dim
             )
 
+    def _index_rows(self, row_ids: np.ndarray) -> None:
+        # id -> row: a dense table when ids are compact (chip ids are grid positions), else a
+        # sorted copy to bisect; either answers for 100k ids in a few ms.
+        self.row_ids = row_ids
+        self._row_of_id = None
+        top = int(row_ids.max()) + 1 if self.n else 0
+        if self.n and row_ids.min() >= 0 and top <= 8 * self.n + 1024:
+            self._row_of_id = np.full(top, -1, np.int64)
+            self._row_of_id[row_ids] = np.arange(self.n)
+        else:
+            self._order = np.argsort(row_ids, kind="stable")
+            self._sorted_ids = row_ids[self._order]
+
     # ------------------------------------------------------------ planning
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -124,6 +205,8 @@ class VectorSearch:
         ids = np.asarray(ids, dtype=np.int64).ravel()
         if not len(ids) or not self.n:
             return np.zeros(0, np.int64)
+        if self.kind == "ivf":
+            self._ivf_directory()  # rows are positions in the lists' directory
         if self._row_of_id is not None:
             ids = ids[(ids >= 0) & (ids < len(self._row_of_id))]
             rows = self._row_of_id[ids]
@@ -141,6 +224,12 @@ class VectorSearch:
         if self.kind == "flat":
             # Exact either way: reading few allowed vectors beats scanning the whole index.
             return ("exact", 0) if allowed * 4 <= self.n else ("index", 0)
+        if self.kind == "ivf":
+            nlist = self.ivf.nlist
+            nprobe = math.ceil(self.nprobe / math.sqrt(max(allowed, 1) / max(self.n, 1)))
+            if allowed <= IVF_EXACT_ROWS * queries or nprobe >= nlist:
+                return "exact", 0
+            return "index", nprobe
         if self.kind != "hnsw":
             return "exact", 0  # an index type whose search this module cannot widen
         ef = math.ceil(max(EF_BASE, k) * self.n / max(allowed, 1))
@@ -158,6 +247,8 @@ class VectorSearch:
         k = max(1, min(int(k), self.n)) if self.n else max(1, int(k))
         if allowed_ids is None:
             return self._unfiltered(q, k)
+        if self.kind == "ivf":
+            return self._ivf_filtered(q, k, np.asarray(allowed_ids, np.int64).ravel())
         rows = self.rows_of(allowed_ids)
         if len(rows) == self.n:
             return self._unfiltered(q, k)
@@ -174,6 +265,8 @@ class VectorSearch:
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(efSearch=max(EF_BASE, k))
             return self.index.search(q, k, params=params)
+        if self.kind == "ivf":
+            return self.index.search(q, k, params=faiss.SearchParametersIVF(nprobe=self.nprobe))
         return self.index.search(q, k)
 
     def _selected(

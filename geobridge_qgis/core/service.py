@@ -114,7 +114,7 @@ class IndexRequest:
     providers: Sequence[str] | str | None = None
     batch_size: int = defaults.BATCH_SIZE
     precision: str = defaults.PRECISION  # auto: the device's best (core.precision)
-    exact_max_chips: int = defaults.EXACT_MAX_CHIPS  # an approximate (HNSW) index above
+    exact_max_chips: int = defaults.EXACT_MAX_CHIPS  # an approximate (IVF,SQ8) index above
     flip: bool = defaults.FLIP  # False: no flip augmentation, twice as fast (queries follow)
 
 
