@@ -6,7 +6,8 @@ sample, filled per block, merged on disk (faiss merge_ondisk, in a child process
 memory is measured) and opened memory-mapped. Reported: peak memory of the merge, sizes on
 disk, query latency p50/p95 (one query vector at a time, 2 threads, warm page cache), and
 recall@10 against an exact search, for several nprobe, unfiltered and region-filtered (a box
-of about a tenth of the area, as Z-order id ranges).
+of about a tenth of the area: its chips' ids given to the engine's VectorSearch, as `locate`
+gives them, which scans with an id selector and nprobe widened for the box's share).
 
 Synthetic embeddings: a real gallery is clustered (land cover), spatially smooth (neighbouring
 chips overlap and share content) and of low intrinsic dimension. Each chip is
@@ -15,6 +16,12 @@ centres and textures drawn in a 96-dimensional subspace of R^D; queries are stor
 noise to a cosine of about 0.8 with their source (a photo is not its chip).
 
     python tools/bench_scale.py --n 1000000 --out out/bench/scale
+
+Time on 2 cores is mostly the coarse assignment of every vector (N x lists x D multiply-adds
+when filling) and the k-means (40 x lists^2 x D per iteration): at 1e7, `--factory
+IVF4096,SQ8` keeps both to minutes, where the default lists for 1e7 (16,384) take hours.
+Disk: the fp16 blocks (1.5 kB a vector), the per-block IVF files and the merged index (0.8 kB
+a vector each) are all present before the merge ends: ~31 GB at 1e7 x 768.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -34,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geobridge_qgis.core import chipid  # noqa: E402
+from geobridge_qgis.core import chipid, search  # noqa: E402
 from geobridge_scale import blocks, ivf  # noqa: E402
 
 SIZES, OVERLAP = (100.0,), 0.5  # one size class: 50 m stride
@@ -146,6 +154,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=768, help="768: vit-l-14's embedding size")
     ap.add_argument("--nlist", type=int, help="IVF lists (default: geobridge_scale.ivf)")
     ap.add_argument("--codes", default="SQ8", help="SQ8, SQfp16, PQ96x8, ...")
+    ap.add_argument("--factory", help="IVF<lists>,<codes> (instead of --nlist and --codes)")
+    ap.add_argument("--nprobe", default="8,16,32,64,128", help="nprobe values to sweep")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "scale")
@@ -161,6 +171,9 @@ def main() -> int:
     nblocks = world.nb * world.nb
     nlist = args.nlist or ivf.nlist_for(args.n)
     factory = f"IVF{nlist},{args.codes}"
+    if args.factory:
+        nlist, _ = ivf.parse_factory(args.factory)
+        factory = args.factory
     rng = np.random.default_rng(1)
     span = world.side * 50.0
     box = (0.35 * span, 0.35 * span, 0.67 * span, 0.67 * span)  # about a tenth of the area
@@ -175,7 +188,7 @@ def main() -> int:
     k = 10
     best = {name: (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
             for name, q in (("all", q_all), ("box", q_box))}  # fmt: skip
-    sample = []
+    sample, box_ids = [], []
     per_block_sample = max(1, int(40 * nlist * 1.2 / nblocks) + 1)
     for b in range(nblocks):
         ids, x = world.block(b)
@@ -184,6 +197,7 @@ def main() -> int:
         sample.append(xf[rng.choice(len(xf), min(len(xf), per_block_sample), replace=False)])
         _, cx, cy = chipid.centres(ids, SIZES, OVERLAP)
         inside = (cx >= box[0]) & (cx <= box[2]) & (cy >= box[1]) & (cy <= box[3])
+        box_ids.append(ids[inside])
         for name, q, mask in (("all", q_all, None), ("box", q_box, inside)):
             s = q @ xf.T
             if mask is not None:
@@ -225,26 +239,25 @@ def main() -> int:
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
     truth = {name: best[name][1] for name in best}
+    allowed = np.concatenate(box_ids)
+    report["box_chips"] = len(allowed)
+    report["engine_nprobe"] = search.ivf_nprobe(nlist)
+    report["load_avg_1_5_15"] = [round(v, 2) for v in os.getloadavg()]
     rows = []
-    for nprobe in (8, 16, 32, 64, 128):
+    sweep = sorted({int(v) for v in args.nprobe.split(",")} | {search.ivf_nprobe(nlist)})
+    for nprobe in sweep:
         if nprobe > nlist:
             continue
-        ivf_ = faiss.extract_index_ivf(index)
-        ivf_.nprobe = nprobe
-        lat, got = [], []
-        for q in q_all:
-            t = time.perf_counter()
-            _, i = index.search(q[None], k)
-            lat.append(time.perf_counter() - t)
-            got.append(i[0])
-        lat_b, got_b = [], []
-        for q in q_box:
-            t = time.perf_counter()
-            _, i = ivf.search_box(index, q[None], k, box, SIZES, OVERLAP, nprobe=nprobe)
-            lat_b.append(time.perf_counter() - t)
-            got_b.append(i[0])
+        vs = search.VectorSearch(index, nprobe=nprobe)
+        lat, got = _timed(lambda q, vs=vs: vs.search(q, k), q_all)
+        # The first filtered query makes the region's selector (kept for the next ones).
+        t = time.perf_counter()
+        vs.search(q_box[:1], k, allowed)
+        first_box_ms = round((time.perf_counter() - t) * 1000, 1)
+        lat_b, got_b = _timed(lambda q, vs=vs: vs.search(q, k, allowed), q_box)
         rows.append({
-            "nprobe": nprobe,
+            "nprobe": nprobe, "box_plan": list(vs.plan(len(allowed), k, 1)),
+            "box_first_query_ms": first_box_ms,
             "p50_ms": _ms(lat, 50), "p95_ms": _ms(lat, 95),
             "recall@10": _recall(got, truth["all"]),
             "box_p50_ms": _ms(lat_b, 50), "box_p95_ms": _ms(lat_b, 95),
@@ -258,6 +271,17 @@ def main() -> int:
     if not args.keep:
         shutil.rmtree(work)
     return 0
+
+
+def _timed(fn, queries: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    """Per-query seconds and top ids, one query vector at a time."""
+    lat, got = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _, i = fn(q[None])
+        lat.append(time.perf_counter() - t)
+        got.append(i[0])
+    return lat, got
 
 
 def _ms(values: list[float], pct: int) -> float:
