@@ -5,7 +5,8 @@
 Reads out/bench/engine/result.json (`make bench`), and where present out/bench/search/
 result.json (`tools/bench_search.py`, the sweep and the engine's own search path), out/bench/
 scale/scale-*.json (`tools/bench_scale.py`) and out/bench/gpu/result.json (`make bench-gpu`).
-The text between `<!-- tables:start -->` and `<!-- tables:end -->` is replaced; everything else in the document (the prose) is kept.
+The text between `<!-- tables:start -->` and `<!-- tables:end -->` is replaced;
+everything else in the document (the prose) is kept.
 """
 
 from __future__ import annotations
