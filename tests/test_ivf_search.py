@@ -89,7 +89,7 @@ def test_list_scan_widens_with_selectivity(ivf, monkeypatch):
         assert how == "index"
         probes.append(nprobe)
         assert check(searcher, x, ids, rows, queries_for(x, rows, rng)) >= 0.95, m
-    assert probes[0] >= 3 * probes[1] and probes[1] > searcher.nprobe
+    assert probes[0] >= 1.7 * probes[1] and probes[1] > searcher.nprobe
 
 
 def test_short_scans_are_answered_exactly(ivf):

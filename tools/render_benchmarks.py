@@ -206,8 +206,8 @@ def search_table(s: dict) -> list[str]:
 def engine_search_table(s: dict) -> list[str]:
     """The engine's own index and search path (bench_search.py's `engine` part), per size."""
     out = [
-        "| gallery | index (nprobe) | filter | chips allowed | how | p50 ms | p95 ms | "
-        "recall@10 | load avg (1 min, before / after) |",
+        "| gallery | index (nprobe) | filter | chips allowed | how | p50 / p95 ms | "
+        "CPU ms p50 / p95 | recall@10 | load avg (1 min, before / after) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     labels = {"unfiltered": "none", "box_10pct": "box, ~10 % of the area",
@@ -225,8 +225,9 @@ def engine_search_table(s: dict) -> list[str]:
             how = "–" if not plan else ("exact" if plan[0] == "exact" else f"nprobe {plan[1]}")
             out.append(
                 f"| {n} | `{e['factory']}` ({e['nprobe']}) | {label} | "
-                f"{_num(row.get('chips'), ',')} | {how} | {row['p50_ms']:.2f} | "
-                f"{row['p95_ms']:.2f} | {row['recall_at_10']:.3f} | {load} |"
+                f"{_num(row.get('chips'), ',')} | {how} | {row['p50_ms']:.2f} / "
+                f"{row['p95_ms']:.2f} | {_num(row.get('cpu_p50_ms'), '.2f')} / "
+                f"{_num(row.get('cpu_p95_ms'), '.2f')} | {row['recall_at_10']:.3f} | {load} |"
             )
     return out
 
