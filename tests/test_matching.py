@@ -95,14 +95,14 @@ def test_upright_keypoints_are_one_per_place_and_survive_the_ratio_test(sat):
 
 def test_ground_part_stops_short_of_the_horizon():
     size = (640, 480)
-    assert Camera(0, 0, 100.0, 0.0, 0.0, 73.7).ground_rows(size, 72.0) == -0.5
+    assert Camera(0, 0, 100.0, 0.0, 0.0, 73.7).ground_rows(size, 68.0) == -0.5
     cam = Camera(0, 0, 100.0, 0.0, 80.0, 73.7)
-    top = cam.ground_rows(size, 72.0)
+    top = cam.ground_rows(size, 68.0)
     assert 240 < top < 479  # the lower part of the frame only
     # That row's ground lies 72 degrees off nadir, altitude * tan(72) ahead.
     g = cam.ground_points(np.array([[319.5, top]]), size)[0]
-    assert abs(g[1] - 100.0 * math.tan(math.radians(72.0))) < 0.5
-    assert Camera(0, 0, 100.0, 0.0, 89.0, 73.7).ground_rows(size, 72.0) > top
+    assert abs(g[1] - 100.0 * math.tan(math.radians(68.0))) < 0.5
+    assert Camera(0, 0, 100.0, 0.0, 89.0, 73.7).ground_rows(size, 68.0) > top
 
 
 @pytest.mark.parametrize("tilt", [45.0, 62.0, 78.0])
@@ -124,7 +124,7 @@ def test_oblique_and_near_horizon_views_are_refined(sat, tilt):
     assert math.hypot(r.x - truth[0], r.y - truth[1]) < 2.0 + 0.01 * ahead
     # The footprint is the ground part's: it ends 72 degrees off nadir, short of the horizon.
     far = np.array(r.footprint[:4]) - [cam.x, cam.y]
-    assert np.linalg.norm(far, axis=1).max() < 110.0 * math.tan(math.radians(72.0)) * 1.5
+    assert np.linalg.norm(far, axis=1).max() < 110.0 * math.tan(math.radians(68.0)) * 1.5
     quad = np.array(r.footprint[:4])
     predicted = photo_view.ground_area_m2(meta, (640, 480), 0.0)
     assert 0.8 < abs(cv2.contourArea(np.float32(quad))) / predicted < 1.25

@@ -15,9 +15,8 @@ The refiner warps a photo onto the ground with it (the camera its metadata descr
 
 Camera frame: x right, y down, z along the optical axis. Pixel (u, v) = (column, row), in one
 of two conventions half a pixel apart: "centres" (OpenCV's: integer values at pixel centres,
-the image spans [-0.5, W-0.5] x [-0.5, H-0.5]; the renderer's) or "corners" (0 at the image's
-top-left corner, the image spans [0, W] x [0, H]; the refiner's, kept so its results do not
-move).
+the image spans [-0.5, W-0.5] x [-0.5, H-0.5]; the renderer's and the refiner's) or "corners"
+(0 at the image's top-left corner, the image spans [0, W] x [0, H]).
 """
 
 from __future__ import annotations

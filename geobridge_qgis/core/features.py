@@ -133,3 +133,43 @@ def mutual_matches(a: Described, b: Described, max_dist: float | None = None):
         d = np.linalg.norm(a.desc[qi] - b.desc[ti], axis=1)
         qi, ti = qi[d < max_dist], ti[d < max_dist]
     return qi, ti
+
+
+def guided_matches(
+    a: Described, b: Described, pred: np.ndarray, reach: np.ndarray, ratio: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matches where each keypoint of `a` may only match keypoints of `b` within reach[i]
+    pixels of pred[i] (its place in b as the priors predict it): with `ratio`, Lowe's ratio
+    test among those (the second neighbour at another location than the first); without,
+    mutual nearest neighbours among those. Distractors elsewhere in a large window then
+    neither steal a match nor veto it."""
+    if len(a.desc) == 0 or len(b.desc) < 2:
+        return np.zeros(0, int), np.zeros(0, int)
+    first = np.full(len(a.desc), -1)
+    d1 = np.full(len(a.desc), np.inf, np.float32)
+    d2 = np.full(len(a.desc), np.inf, np.float32)
+    col_best = np.full(len(b.desc), np.inf, np.float32)
+    col_arg = np.full(len(b.desc), -1)
+    bb = (b.desc**2).sum(1)
+    rows = 256  # of `a` at a time: bounded memory
+    for r0 in range(0, len(a.desc), rows):
+        sl = slice(r0, r0 + rows)
+        dist = (a.desc[sl] ** 2).sum(1)[:, None] + bb[None] - 2 * a.desc[sl] @ b.desc.T
+        dist = np.sqrt(np.maximum(dist, 0))
+        gap = np.linalg.norm(pred[sl, None, :] - b.points[None], axis=2)
+        dist[gap > reach[sl, None]] = np.inf
+        idx = np.arange(dist.shape[0])
+        j = dist.argmin(1)
+        first[sl], d1[sl] = j, dist[idx, j]
+        same = np.abs(b.points[None] - b.points[j][:, None]).max(2) <= SAME_PLACE_PX
+        d2[sl] = np.where(same, np.inf, dist).min(1)
+        better = dist.min(0) < col_best
+        col_best[better] = dist.min(0)[better]
+        col_arg[better] = r0 + dist.argmin(0)[better]
+    ok = np.isfinite(d1)
+    if ratio is not None:
+        ok &= d1 < ratio * d2
+    else:
+        ok &= col_arg[np.maximum(first, 0)] == np.arange(len(first))
+    qi = np.nonzero(ok)[0]
+    return qi, first[qi]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -119,7 +120,8 @@ def export_onnx(weights: Path, out: Path) -> None:
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     dyn = {"image": {2: "h", 3: "w"}}
     names = ["score", "f1", "f2", "f3", "f4"]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes, not the user's
         torch.onnx.export(net, torch.zeros(1, 3, 64, 64), str(tmp), input_names=["image"],
                           output_names=names, dynamic_axes=dyn, opset_version=17,
                           dynamo=False)  # fmt: skip

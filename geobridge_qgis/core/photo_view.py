@@ -20,7 +20,7 @@ import numpy as np
 
 from .camera import Camera
 
-MAX_OFF_NADIR_DEG = 72.0  # 3 x the altitude ahead
+MAX_OFF_NADIR_DEG = 68.0  # 2.5 x the altitude ahead
 WARP_MAX_PX = 3000  # a warped photo larger than this is made coarser (memory, SIFT's time)
 
 

@@ -1,19 +1,35 @@
 """Geometric re-ranking and refinement: from "the right area" to "the right spot".
 
-For each of the top candidates, the satellite imagery around it (a window WINDOW_FACTOR times
-the chip, read from the indexed raster) is matched to the photo with SIFT features (OpenCV),
-Lowe's ratio test and a RANSAC homography (OpenCV's USAC MAGSAC++). Ground is taken as flat, so
-a homography maps the photo onto the map exactly for a nadir or oblique view of flat terrain.
+For each of the top candidates, the satellite imagery around it is matched to the photo with
+local features and a RANSAC homography (OpenCV's USAC MAGSAC++). Ground is taken as flat, so a
+homography maps the photo onto the map exactly for a nadir or oblique view of flat terrain.
 
-Both images are compared at the same ground resolution: the window is read at the raster's own
-resolution (coarsened to at most WINDOW_PX pixels), and the photo is scaled so that its width
-covers the expected footprint (the altitude prior's, else the candidate's chip size), since SIFT
-copes with rotation freely but with large scale gaps poorly. Grey levels are equalised (CLAHE)
-on the L channel: photo and satellite differ in season, sensor and sun.
+**The window** holds the photo's ground wherever its centre may be: a square around the
+candidate of half-side `radius_m` (how far the centre may lie from it; default anywhere in the
+candidate's chip) plus the photo's extent around its centre (from the camera model, turned
+through the yaw error; a 4:3 frame of the expected width without a camera). It is read at the
+raster's own resolution, or the photo's ground resolution where that is coarser, on the
+raster's pixel grid (no resampling shift); past WINDOW_MAX_PX pixels across it is read coarser.
+
+**The photo** is brought to the window's resolution (`photo_view`): scaled, or, with its camera
+(altitude and gimbal pitch), warped onto the ground, north up at the metadata's heading, and
+cut to the part of the frame that sees usable ground (below the horizon).
+
+**Descriptions** (`features`): SIFT keypoints described as RootSIFT. With a heading, the photo
+is described upright at the heading and at offsets across +-YAW_ERROR_DEG in YAW_STEP_DEG steps
+(the window upright), each offset one hypothesis; a rotation-invariant description is always
+tried too, so a compass that is wrong by any amount narrows the search but never switches a
+correct match off. Upright hypotheses are *guided*: each photo keypoint may only match window
+keypoints near where the candidate, the camera and that yaw put it (distractors elsewhere in
+the window then neither steal nor veto a match); the ratio test looks past keypoints at the
+same place. The best accepted hypothesis (most inliers) is kept; one with STRONG_INLIERS ends
+the search. `features="alike"`: the learned ALIKE detector and descriptor instead
+(`learned_matcher`), mutual nearest neighbours, the photo turned in steps of the yaw error.
 
 A match is **accepted** when it has at least MIN_INLIERS inliers spread over at least
-MIN_SPREAD of the photo, and its footprint is a convex quadrilateral whose area is within a
-factor MAX_AREA_RATIO of the expected footprint. Its confidence is
+MIN_SPREAD of the photo's ground part, and that part's footprint is a convex quadrilateral of
+about the area the camera model predicts (within CAMERA_AREA_RATIO; without a camera, within
+MAX_AREA_RATIO of a 4:3 frame the expected width). Its confidence is
 (1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
 
 Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
@@ -23,11 +39,12 @@ well-spread inliers is stronger evidence than an embedding (in the evaluation, a
 put the photo within a few metres). Among accepted ones the stronger geometry, then the
 embedding, wins; failed ones keep their retrieval order.
 
-Refinement, from the accepted homography: the photo's footprint on the ground (its four corners),
-its centre (where the optical axis meets the ground: the image centre), and its heading (the
-bearing of the photo's "up"), each with an uncertainty from refitting the homography on
-BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a window pixel;
-standard deviation of the heading).
+Refinement, from the accepted homography (pixel centres throughout: window pixel p covers
+x0 + (p + 0.5) * res, the photo's centre is ((w-1)/2, (h-1)/2)): the footprint of the photo's
+ground part, its centre (where the optical axis meets the ground: the image centre), and its
+heading (the bearing of the photo's "up"), each with an uncertainty from refitting the
+homography on BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a
+window pixel; standard deviation of the heading).
 """
 
 from __future__ import annotations
@@ -45,13 +62,14 @@ from .camera import Camera
 from .errors import UserError
 from .photo_view import PhotoView
 
-WINDOW_MAX_PX = 2048  # 2048^2 RGB = 12 MB; a larger window is read coarser
+WINDOW_MAX_PX = 1600  # 1600^2 RGB = 7.7 MB, SIFT keeps <= 12,000 keypoints; larger is read coarser
 RADIUS_OF_CHIP = math.sqrt(0.5)  # default search radius: the photo's centre is in the chip
 YAW_ERROR_DEG = 30.0  # a compass and gimbal can be this far off (real files: up to 16)
 YAW_STEP_DEG = 15.0  # upright descriptions tolerate about half of this
 RATIO = 0.8
 RANSAC_PX = 4.0
 MIN_INLIERS = 15
+STRONG_INLIERS = 45  # an accepted match this strong ends the search over descriptions
 MIN_SPREAD = 0.05
 FULL_SPREAD = 0.25
 INLIER_SCALE = 30.0
@@ -61,6 +79,7 @@ GEO_WEIGHT = 1.0
 ACCEPTED_BONUS = 2.0
 BOOTSTRAP = 25
 FEATURES = ("sift", "alike")
+GUIDED = True  # match only near where the priors put each photo keypoint (see `_guide`)
 
 
 class RasterUnavailable(UserError):
@@ -176,6 +195,7 @@ class Matcher:
         size = (self._photo.shape[1], self._photo.shape[0])
         res = max(self.res, photo_view.photo_resolution(self._camera, size, expected))
         ex, ey = photo_view.extent_m(self._camera, size, expected, YAW_ERROR_DEG)
+        self._centre = (cx, cy, radius)
         window = self._read(cx, cy, radius + ex, radius + ey, res)
         if window is None:
             return Match(False, "no imagery around the candidate")
@@ -185,6 +205,8 @@ class Matcher:
             m = self._try(view, window, name, angle, expected)
             if best is None or (m.ok, m.inliers) > (best.ok, best.inliers):
                 best = m
+            if best.ok and best.inliers >= STRONG_INLIERS:
+                break
         assert best is not None
         best.seconds = time.perf_counter() - t0
         return best
@@ -237,16 +259,38 @@ class Matcher:
         p = self._described(view, view.image, view.mask, name, methods)
         if name.startswith("alike"):
             w = self._described(window, window.image, None, "alike+0", {"alike+0": 0.0})
-            return self._pair(p, w, name, view, window, expected)
+            return self._pair(p, w, name, view, window, expected, angle)
         wname = "upright+0" if angle is not None else name
         wanted = {"upright+0": 0.0} if len(methods) > 1 else {}
         wanted.setdefault(name, None)
         if "rotation-invariant" in methods:
             wanted["rotation-invariant"] = None
         w = self._described(window, window.image, None, wname, wanted)
-        return self._pair(p, w, name, view, window, expected)
+        return self._pair(p, w, name, view, window, expected, angle)
 
-    def _pair(self, p, w, name, view, window, expected) -> Match:
+    def _guide(self, pts: np.ndarray, view: PhotoView, window: _Window, angle: float):
+        """Where each photo keypoint (view pixels) should fall in the window, and how far
+        from it it may: the candidate's centre, the camera's ground geometry turned by the
+        hypothesis' yaw offset; the reach allows the search radius, the yaw step's error,
+        10 % of scale (altitude) and a few pixels."""
+        cx, cy, radius = self._centre
+        size = (self._photo.shape[1], self._photo.shape[0])
+        photo_px = cv2.perspectiveTransform(
+            np.float64(pts).reshape(-1, 1, 2), view.to_photo
+        ).reshape(-1, 2)
+        centre = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
+        g = photo_view.ground_offsets(self._camera, size, np.vstack([photo_px, centre]))
+        rel = g[:-1] - g[-1]
+        a = math.radians(angle)  # offset +a: the true heading is a less than the tag
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        ground = rel @ rot.T + [cx, cy]
+        pred = np.column_stack([(ground[:, 0] - window.x0) / window.res - 0.5,
+                                (window.y1 - ground[:, 1]) / window.res - 0.5])  # fmt: skip
+        slack = 2 * math.sin(math.radians(YAW_STEP_DEG / 4 + 5.0)) + 0.1
+        reach = (radius + slack * np.linalg.norm(rel, axis=1)) / window.res + 8.0
+        return pred, reach
+
+    def _pair(self, p, w, name, view, window, expected, angle=None) -> Match:
         m = Match(False, method=name)
         if len(p.points) < MIN_INLIERS:
             m.reason = "the photo has too few features"
@@ -254,7 +298,13 @@ class Matcher:
         if len(w.points) < MIN_INLIERS:
             m.reason = "the satellite window has too few features"
             return m
-        if name.startswith("alike"):
+        guided = (GUIDED and angle is not None and self._camera is not None
+                  and self._camera.heading_deg is not None)  # fmt: skip
+        ratio = None if name.startswith("alike") else RATIO
+        if guided:
+            pred, reach = self._guide(p.points, view, window, angle)
+            qi, ti = features.guided_matches(p, w, pred, reach, ratio)
+        elif ratio is None:
             qi, ti = features.mutual_matches(p, w)
         else:
             qi, ti = features.ratio_matches(p, w, RATIO)
