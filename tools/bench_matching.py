@@ -93,8 +93,7 @@ def main() -> None:
     from geobridge_qgis.core import tiling
 
     crs = CRS.from_wkt(tiling.open_raster(SAT).GetProjection())
-    kw = {} if a.features == "sift" else {"features": a.features}
-    m = refine.Matcher(str(SAT), crs, **kw)
+    m = refine.Matcher(str(SAT), crs, features=a.features)
     print(f"features={a.features} meta={a.meta} {' '.join(a.set)}")
     for band in a.bands.split(","):
         lo, hi = (float(v) for v in band.split("-"))
@@ -128,6 +127,7 @@ def main() -> None:
         k = a.per_band
         med = f"{np.median(errs):.2f}" if errs else "-"
         extra = f"  false accepts {wrong}/{k}" if a.wrong else ""
+        extra += f"  accepted > 10 m off {sum(e > 10 for e in errs)}"
         print(f"tilt {band:>6}: accepted {ok}/{k}, within 5 m {near}/{k} ({near / k:.0%}), "
               f"median error {med} m, {1000 * wall / n:.0f} ms wall, "
               f"{1000 * cpu / n:.0f} ms CPU per candidate{extra}", flush=True)  # fmt: skip

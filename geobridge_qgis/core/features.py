@@ -145,31 +145,35 @@ def guided_matches(
     neither steal a match nor veto it."""
     if len(a.desc) == 0 or len(b.desc) < 2:
         return np.zeros(0, int), np.zeros(0, int)
-    first = np.full(len(a.desc), -1)
-    d1 = np.full(len(a.desc), np.inf, np.float32)
-    d2 = np.full(len(a.desc), np.inf, np.float32)
+    n = len(a.desc)
+    first = np.zeros(n, int)
+    d1 = np.full(n, np.inf, np.float32)  # squared distances
+    d2 = np.full(n, np.inf, np.float32)
     col_best = np.full(len(b.desc), np.inf, np.float32)
     col_arg = np.full(len(b.desc), -1)
+    _, place = np.unique(np.round(b.points / SAME_PLACE_PX), axis=0, return_inverse=True)
+    place = place.ravel()
     bb = (b.desc**2).sum(1)
-    rows = 256  # of `a` at a time: bounded memory
-    for r0 in range(0, len(a.desc), rows):
+    bx, by = b.points[:, 0], b.points[:, 1]
+    rows = 512  # of `a` at a time: bounded memory
+    for r0 in range(0, n, rows):
         sl = slice(r0, r0 + rows)
-        dist = (a.desc[sl] ** 2).sum(1)[:, None] + bb[None] - 2 * a.desc[sl] @ b.desc.T
-        dist = np.sqrt(np.maximum(dist, 0))
-        gap = np.linalg.norm(pred[sl, None, :] - b.points[None], axis=2)
-        dist[gap > reach[sl, None]] = np.inf
+        dist = (a.desc[sl] ** 2).sum(1)[:, None] + bb[None] - 2 * (a.desc[sl] @ b.desc.T)
+        far = (pred[sl, 0, None] - bx[None]) ** 2 + (pred[sl, 1, None] - by[None]) ** 2
+        dist[far > (reach[sl] ** 2)[:, None]] = np.inf
         idx = np.arange(dist.shape[0])
         j = dist.argmin(1)
         first[sl], d1[sl] = j, dist[idx, j]
-        same = np.abs(b.points[None] - b.points[j][:, None]).max(2) <= SAME_PLACE_PX
-        d2[sl] = np.where(same, np.inf, dist).min(1)
-        better = dist.min(0) < col_best
-        col_best[better] = dist.min(0)[better]
+        cmin = dist.min(0)
+        better = cmin < col_best
+        col_best[better] = cmin[better]
         col_arg[better] = r0 + dist.argmin(0)[better]
+        dist[place[None, :] == place[j][:, None]] = np.inf
+        d2[sl] = dist.min(1)
     ok = np.isfinite(d1)
     if ratio is not None:
-        ok &= d1 < ratio * d2
+        ok &= d1 < ratio**2 * d2
     else:
-        ok &= col_arg[np.maximum(first, 0)] == np.arange(len(first))
+        ok &= col_arg[first] == np.arange(n)
     qi = np.nonzero(ok)[0]
     return qi, first[qi]
