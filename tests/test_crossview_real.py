@@ -5,8 +5,13 @@ DenseUAV's nadir photo (2021, 100 m) and satellite tiles of the same spot from 2
 tile is set in a GeoTIFF written here (UTM, 0.25 m/px, plain grey around it) and indexed with
 the demo bundle; the photo gets DJI-style EXIF/XMP: GPS 15 m off, 100 m above take-off, gimbal
 pitch -90, the 35 mm focal length of its ~104 m footprint, and a yaw that is right or 10-30
-degrees off (real compasses are), or none. The refined centre must lie within 6 m of the tile's
-centre every time: a wrong compass must not switch refinement off.
+degrees off (real compasses are), or none. A refined match within 6 m of the tile's centre,
+heading right, must be found every time: a wrong compass must not switch refinement off.
+
+15 m is five standard deviations of the GPS error model (`posterior.SIGMAS`), and 30 degrees
+beyond the yaw's 3-sigma limit: there the match is shown as a conflict (both positions, why)
+below the metadata's own point, never silently taken. With the GPS within its model (6 m off)
+and the yaw within its limit, the refined match is the answer.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ ORIGIN = (500_000.0 - 200.0, 5_800_000.0 + 200.0)  # top-left of a 400 m square
 SIDE_PX = 1600
 HEADING = 266.0  # the photo's top points west (found without a yaw; both years agree)
 GPS_OFF = (10.6, 10.6)  # metres east, north: 15 m
+GPS_NEAR = (4.2, -4.2)  # 6 m: within the GPS error model's 3 sigma
 
 pytestmark = pytest.mark.skipif(
     not DRONE.exists(),
@@ -122,11 +128,10 @@ def scene(request, encoders, tmp_path_factory):
     return Index.open(tmp / "index", encoders.bundle), centre
 
 
-@pytest.mark.parametrize("yaw_error", [None, 0.0, 10.0, 20.0, -30.0, 30.0])
-def test_real_photo_refined_within_6_m(scene, encoders, yaw_error, tmp_path):
-    index, (tx, ty) = scene
+def _locate(index, encoders, centre, yaw_error, gps_off, tmp_path):
+    tx, ty = centre
     lon, lat = Transformer.from_crs(EPSG, 4326, always_xy=True).transform(
-        tx + GPS_OFF[0], ty + GPS_OFF[1]
+        tx + gps_off[0], ty + gps_off[1]
     )
     drone = np.asarray(Image.open(DRONE).convert("RGB"))
     photo = tmp_path / "dji.jpg"
@@ -136,9 +141,42 @@ def test_real_photo_refined_within_6_m(scene, encoders, yaw_error, tmp_path):
     assert (meta.heading_deg is None) == (yaw_error is None)
     matcher, why = L.matcher_for(index)
     assert matcher is not None, why
-    res = L.locate_query(index, encoders, img, meta, None, L.QueryOptions(top_k=3), matcher)
+    return L.locate_query(index, encoders, img, meta, None, L.QueryOptions(top_k=5), matcher)
+
+
+def _right(c, centre) -> bool:
+    return (
+        c.method == "refined"
+        and math.hypot(c.x - centre[0], c.y - centre[1]) < 6.0
+        and abs((c.heading_deg - HEADING + 180) % 360 - 180) < 5.0
+    )
+
+
+@pytest.mark.parametrize("yaw_error", [None, 0.0, 10.0, 20.0, -30.0, 30.0])
+def test_real_photo_refined_within_6_m(scene, encoders, yaw_error, tmp_path):
+    """GPS 15 m off: the right match is found, and shown as the conflict it is."""
+    index, centre = scene
+    res = _locate(index, encoders, centre, yaw_error, GPS_OFF, tmp_path)
+    right = [c for c in res.candidates if _right(c, centre)]
+    assert right, [(c.method, c.x - centre[0], c.y - centre[1], c.match and c.match.as_dict())
+                   for c in res.candidates]  # fmt: skip
+    best = right[0]
+    assert best.conflict and "outside its 3 sigma" in best.conflict
+    assert (" heading " in best.conflict) == (yaw_error is not None and abs(yaw_error) > 21)
+    assert res.candidates[0].method == "metadata"  # a conflict is never the answer
+
+
+@pytest.mark.parametrize("yaw_error", [None, 10.0, 20.0, 30.0])
+def test_real_photo_within_the_error_model_is_the_answer(scene, encoders, yaw_error, tmp_path):
+    """GPS 6 m off: the refined match is rank 1 unless the yaw is beyond its 3-sigma limit."""
+    index, centre = scene
+    res = _locate(index, encoders, centre, yaw_error, GPS_NEAR, tmp_path)
+    if yaw_error == 30.0:
+        flagged = [c for c in res.candidates if _right(c, centre)]
+        assert flagged and "heading" in flagged[0].conflict
+        assert res.candidates[0].method == "metadata"
+        return
     best = res.candidates[0]
-    assert best.method == "refined", [c.match.reason for c in res.candidates if c.match]
-    err = math.hypot(best.x - tx, best.y - ty)
-    assert err < 6.0, (err, best.match.as_dict())
-    assert abs((best.heading_deg - HEADING + 180) % 360 - 180) < 5.0
+    assert _right(best, centre) and best.conflict is None, [
+        (c.method, c.x - centre[0], c.y - centre[1], c.conflict) for c in res.candidates
+    ]
