@@ -21,10 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import test_crossview_real as X  # noqa: E402  (the test's own set-up, so the two agree)
 from PIL import Image  # noqa: E402
 from pyproj import Transformer  # noqa: E402
 
-import test_crossview_real as X  # noqa: E402  (the test's own set-up, so the two agree)
 from geobridge_qgis.core import locate as L  # noqa: E402
 from geobridge_qgis.core import refine  # noqa: E402
 from geobridge_qgis.core.bundle import Bundle  # noqa: E402
