@@ -6,10 +6,11 @@
 Photos are rendered from a variant of the demo world (seed 7, the demo satellite raster's) in a
 random drone style, once, and cached under the system's temp folder. The matcher gets the
 camera (exact, or "realistic": yaw off by up to +-30 deg, altitude by 5 %, tilt by 3 deg) and a
-candidate 14 m from the true centre on 150 m chips, as retrieval would give it. `--wrong` also
-matches each photo 400 m away from its place: any acceptance there is a false positive.
-Prints, per band: accepted, accepted within 5 m, median error of the accepted, ms per
-candidate (wall clock, and CPU time of this process).
+candidate 14 m from the true centre on 150 m chips, as retrieval would give it (`--radius 20`:
+as locate matches the window around the metadata's prior, the centre within its 3-sigma
+reach). `--wrong` also matches each photo 400 m away from its place: any acceptance there is
+a false positive. Prints, per band: accepted, accepted within 5 m, median error of the
+accepted, ms per candidate (wall clock, and CPU time of this process).
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def main() -> None:
     ap.add_argument("--features", default="sift")
     ap.add_argument("--set", action="append", default=[], help="refine.NAME=value")
     ap.add_argument("--wrong", action="store_true")
+    ap.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        help="metres the centre may lie from the candidate (default: the chip's; "
+        "locate's window around the metadata's prior passes its 3-sigma reach)",
+    )
+    ap.add_argument("--offset", type=float, default=14.0, help="candidate's metres off the truth")
     a = ap.parse_args()
     from geobridge_qgis.core import features
 
@@ -94,7 +103,9 @@ def main() -> None:
 
     crs = CRS.from_wkt(tiling.open_raster(SAT).GetProjection())
     m = refine.Matcher(str(SAT), crs, features=a.features)
-    print(f"features={a.features} meta={a.meta} {' '.join(a.set)}")
+    print(
+        f"features={a.features} meta={a.meta} radius={a.radius} offset={a.offset} {' '.join(a.set)}"
+    )
     for band in a.bands.split(","):
         lo, hi = (float(v) for v in band.split("-"))
         rng = np.random.default_rng(5)
@@ -104,11 +115,11 @@ def main() -> None:
             mc = metadata(cam, a.meta, rng)
             truth = np.array(cam.centre_ground())
             ang = rng.uniform(0, 2 * math.pi)
-            cand = truth + 14.0 * np.array([math.cos(ang), math.sin(ang)])
+            cand = truth + a.offset * np.array([math.cos(ang), math.sin(ang)])
             fp = centre_width_m(mc.altitude_m, mc.tilt_deg, mc.hfov_deg)
             m.set_photo(img, mc)
             t, c = time.perf_counter(), time.process_time()
-            r = m.match(float(cand[0]), float(cand[1]), 150.0, fp)
+            r = m.match(float(cand[0]), float(cand[1]), 150.0, fp, radius_m=a.radius)
             wall += time.perf_counter() - t
             cpu += time.process_time() - c
             n += 1
@@ -119,7 +130,9 @@ def main() -> None:
                 near += e < 5.0
             if a.wrong:
                 t, c = time.perf_counter(), time.process_time()
-                r2 = m.match(float(cand[0] + 400), float(cand[1] - 300), 150.0, fp)
+                r2 = m.match(
+                    float(cand[0] + 400), float(cand[1] - 300), 150.0, fp, radius_m=a.radius
+                )
                 wall += time.perf_counter() - t
                 cpu += time.process_time() - c
                 n += 1
