@@ -15,9 +15,8 @@ The refiner warps a photo onto the ground with it (the camera its metadata descr
 
 Camera frame: x right, y down, z along the optical axis. Pixel (u, v) = (column, row), in one
 of two conventions half a pixel apart: "centres" (OpenCV's: integer values at pixel centres,
-the image spans [-0.5, W-0.5] x [-0.5, H-0.5]; the renderer's) or "corners" (0 at the image's
-top-left corner, the image spans [0, W] x [0, H]; the refiner's, kept so its results do not
-move).
+the image spans [-0.5, W-0.5] x [-0.5, H-0.5]; the renderer's and the refiner's) or "corners"
+(0 at the image's top-left corner, the image spans [0, W] x [0, H]).
 """
 
 from __future__ import annotations
@@ -124,6 +123,24 @@ class Camera:
         w, h = size
         corners = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
         return self.ground_points(corners, size)
+
+    def ground_rows(self, size: tuple[int, int], max_off_nadir_deg: float) -> float:
+        """The topmost pixel-centre row (may be fractional, -0.5 = the top edge) whose ground
+        lies at most `max_off_nadir_deg` off nadir: the rows above it look at the horizon or
+        at ground too foreshortened to use. Without roll an image row is a ground line across
+        the heading, altitude * tan(angle) ahead; the angle grows towards the top of the frame."""
+        f, cy = self.focal_px(size), size[1] / 2 - 0.5
+        room = math.radians(max_off_nadir_deg - self.tilt_deg)
+        if room <= -math.pi / 2 + 1e-6:
+            return float(size[1] - 0.5)  # nothing of the frame is usable ground
+        return float(min(max(cy - f * math.tan(room), -0.5), size[1] - 0.5))
+
+    def ground_part(self, size: tuple[int, int], max_off_nadir_deg: float) -> np.ndarray:
+        """(4, 2) pixel-centre corners of the part of the frame below `ground_rows`: top-left,
+        top-right, bottom-right, bottom-left."""
+        w, h = size
+        top = self.ground_rows(size, max_off_nadir_deg)
+        return np.array([[-0.5, top], [w - 0.5, top], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
 
     def centre_ground(self) -> tuple[float, float]:
         """The true centre: the ground point on the optical axis (seen at the image centre)."""

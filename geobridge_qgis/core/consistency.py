@@ -7,8 +7,9 @@ prior was built with (`posterior.SIGMAS`):
 - **position**: the match's centre outside the prior's 3-sigma region;
 - **heading**: the match's heading more than 3 sigma (the yaw's and the match's own, combined)
   plus HEADING_SLACK_DEG from the metadata's yaw;
-- **scale**: the matched footprint's area outside what the camera model predicts for the
-  altitude and pitch anywhere within 3 sigma, widened by SCALE_SLACK (the matched quadrilateral
+- **scale**: the matched footprint's area (the frame's usable ground part, as the refiner
+  reports it) outside what the camera model predicts for the altitude and pitch anywhere
+  within 3 sigma, widened by SCALE_SLACK (the matched quadrilateral
   is itself measured from a few dozen inliers).
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from pyproj import Transformer
 
 from .camera import Camera
+from .photo_view import ground_part
 from .posterior import MetadataPrior
 
 HEADING_SLACK_DEG = 3.0
@@ -33,10 +35,13 @@ def _area(ring) -> float:
 
 
 def _predicted_areas(prior: MetadataPrior) -> tuple[float, float] | None:
-    """(smallest, largest) footprint area within 3 sigma of altitude and pitch (None: the
-    metadata has no full attitude, or the far edge reaches the horizon)."""
-    if prior.camera() is None or not all(prior.image_size):
+    """(smallest, largest) area of the footprint the refiner reports (the frame's ground part,
+    `photo_view.ground_part`, its rows fixed by the metadata's pitch) within 3 sigma of
+    altitude and pitch (None: the metadata has no full attitude)."""
+    nominal = prior.camera()
+    if nominal is None or not all(prior.image_size):
         return None
+    rows = ground_part(nominal, prior.image_size)
     areas = []
     for da in (-3, 3):
         for dt in (-3, 0, 3):
@@ -45,13 +50,12 @@ def _predicted_areas(prior: MetadataPrior) -> tuple[float, float] | None:
             if alt <= 1 or tilt < 0:
                 continue
             cam = Camera(0.0, 0.0, alt, 0.0, tilt, prior.hfov_deg or 73.7)
-            w, h = prior.image_size
-            if (
-                tilt + math.degrees(math.atan(math.tan(math.radians(cam.hfov_deg / 2)) * h / w))
-                >= 88
-            ):
-                return None  # the horizon in frame: no finite footprint to compare
-            areas.append(_area(cam.footprint(prior.image_size)))
+            top = math.degrees(math.atan(
+                (prior.image_size[1] / 2 - 0.5 - rows[0, 1]) / cam.focal_px(prior.image_size)
+            ))  # fmt: skip
+            if tilt + top >= 88:
+                continue  # this attitude puts the part's top row at the horizon: no bound
+            areas.append(_area(cam.ground_points(rows, prior.image_size)))
     return (min(areas), max(areas)) if areas else None
 
 

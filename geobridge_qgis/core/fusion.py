@@ -77,13 +77,12 @@ def calibrated(kind: str, feature: float, table: dict | None = None) -> float:
 
 
 def match_prior(matcher, prior: MetadataPrior, footprint_m: float | None, fallback_m: float):
-    """The match of the imagery window around the prior's centre (its 3-sigma reach)."""
+    """The match of the imagery window around the prior's centre: the photo's centre may lie
+    anywhere within the prior's 3-sigma reach (a wedge: half its length), the window at most
+    MAX_WINDOW_M across plus the photo's own extent."""
     expected = footprint_m or expected_footprint_m(prior) or fallback_m
-    side = prior.window_m(expected)
-    # Matcher.match reads a window of WINDOW_FACTOR x max(chip, expected): ask for the side.
-    from .refine import WINDOW_FACTOR
-
-    return matcher.match(prior.x, prior.y, max(side / WINDOW_FACTOR, expected / 1.0), expected)
+    reach = (prior.window_m(expected) - expected) / 2
+    return matcher.match(prior.x, prior.y, expected, expected, radius_m=max(reach, 1.0))
 
 
 def metadata_candidate(prior: MetadataPrior, candidate_cls, footprint_m: float | None):

@@ -38,10 +38,13 @@ from .priors import PriorOptions, priors_for
 from .refine import Match, Matcher, RasterUnavailable, rerank
 
 MERGE_OVERLAP = 0.25
-# Refined centres closer than this many (combined) standard deviations, or than MERGE_MIN_M
-# (a few metres: one photo cannot be in two places that close), are one place.
+# Refined centres closer than this many (combined) standard deviations, than MERGE_MIN_M
+# (a few metres: one photo cannot be in two places that close), or than MERGE_FOOTPRINT of the
+# smaller footprint's width (footprints that overlap that much show the same ground; the
+# bootstrap's sigma leaves out terrain relief and the camera model's error), are one place.
 MERGE_SIGMAS = 2.0
 MERGE_MIN_M = 5.0
+MERGE_FOOTPRINT = 0.1
 DEFAULT_ROTATIONS = defaults.ROTATIONS
 
 
@@ -375,8 +378,19 @@ def _same_spot(a: Candidate, b: Candidate) -> bool:
     if a.method != "refined" or b.method != "refined":
         return False
     sigmas = [s for s in (a.centre_sigma_m, b.centre_sigma_m) if s is not None and np.isfinite(s)]
-    tolerance = max(MERGE_SIGMAS * math.sqrt(sum(s * s for s in sigmas)), MERGE_MIN_M)
+    widths = [_width(c.footprint) for c in (a, b)]
+    tolerance = max(MERGE_SIGMAS * math.sqrt(sum(s * s for s in sigmas)), MERGE_MIN_M,
+                    MERGE_FOOTPRINT * min(widths))  # fmt: skip
     return float(np.hypot(a.x - b.x, a.y - b.y)) <= tolerance
+
+
+def _width(ring) -> float:
+    """The square root of a footprint ring's area (0 without one)."""
+    if not ring or len(ring) < 3:
+        return 0.0
+    p = np.asarray(ring, np.float64)
+    x, y = p[:, 0], p[:, 1]
+    return math.sqrt(0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))))
 
 
 def matcher_for(index: Index) -> tuple[Matcher | None, str | None]:

@@ -1,19 +1,37 @@
 """Geometric re-ranking and refinement: from "the right area" to "the right spot".
 
-For each of the top candidates, the satellite imagery around it (a window WINDOW_FACTOR times
-the chip, read from the indexed raster) is matched to the photo with SIFT features (OpenCV),
-Lowe's ratio test and a RANSAC homography (OpenCV's USAC MAGSAC++). Ground is taken as flat, so
-a homography maps the photo onto the map exactly for a nadir or oblique view of flat terrain.
+For each of the top candidates, the satellite imagery around it is matched to the photo with
+local features and a RANSAC homography (OpenCV's USAC MAGSAC++). Ground is taken as flat, so a
+homography maps the photo onto the map exactly for a nadir or oblique view of flat terrain.
 
-Both images are compared at the same ground resolution: the window is read at the raster's own
-resolution (coarsened to at most WINDOW_PX pixels), and the photo is scaled so that its width
-covers the expected footprint (the altitude prior's, else the candidate's chip size), since SIFT
-copes with rotation freely but with large scale gaps poorly. Grey levels are equalised (CLAHE)
-on the L channel: photo and satellite differ in season, sensor and sun.
+**The window** holds the photo's ground wherever its centre may be: a square around the
+candidate of half-side `radius_m` (how far the centre may lie from it; default anywhere in the
+candidate's chip) plus the photo's extent around its centre (from the camera model, turned
+through the yaw error; a 4:3 frame of the expected width without a camera). It is read at the
+raster's own resolution, or the photo's ground resolution where that is coarser, on the
+raster's pixel grid (no resampling shift); past WINDOW_MAX_PX pixels across it is read coarser.
+
+**The photo** is brought to the window's resolution (`photo_view`): scaled, or, with its camera
+(altitude and gimbal pitch), warped onto the ground, north up at the metadata's heading, and
+cut to the part of the frame that sees usable ground (below the horizon).
+
+**Descriptions** (`features`): SIFT keypoints described as RootSIFT. With a heading, the photo
+is described upright at the heading and at offsets across +-YAW_ERROR_DEG in YAW_STEP_DEG steps
+(the window upright), each offset one hypothesis; a rotation-invariant description is always
+tried too, so a compass that is wrong by any amount narrows the search but never switches a
+correct match off. Upright hypotheses are *guided*: each photo keypoint may only match window
+keypoints near where the candidate, the camera and that yaw put it (distractors elsewhere in
+the window then neither steal nor veto a match); the ratio test looks past keypoints at the
+same place. The best accepted hypothesis (most inliers) is kept; one with STRONG_INLIERS ends
+the search. `features="alike"` (the default where its weights and ONNX model are at hand: it
+finds 3-4 times the inliers of SIFT on real and synthetic pairs): the learned ALIKE detector and
+descriptor instead (`learned_matcher`), mutual nearest neighbours (guided the same way), the
+photo turned in steps of 15 degrees across the yaw error (all round without a heading).
 
 A match is **accepted** when it has at least MIN_INLIERS inliers spread over at least
-MIN_SPREAD of the photo, and its footprint is a convex quadrilateral whose area is within a
-factor MAX_AREA_RATIO of the expected footprint. Its confidence is
+MIN_SPREAD of the photo's ground part, and that part's footprint is a convex quadrilateral of
+about the area the camera model predicts (within CAMERA_AREA_RATIO; without a camera, within
+MAX_AREA_RATIO of a 4:3 frame the expected width). Its confidence is
 (1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
 
 Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
@@ -23,15 +41,17 @@ well-spread inliers is stronger evidence than an embedding (in the evaluation, a
 put the photo within a few metres). Among accepted ones the stronger geometry, then the
 embedding, wins; failed ones keep their retrieval order.
 
-Refinement, from the accepted homography: the photo's footprint on the ground (its four corners),
-its centre (where the optical axis meets the ground: the image centre), and its heading (the
-bearing of the photo's "up"), each with an uncertainty from refitting the homography on
-BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a window pixel;
-standard deviation of the heading).
+Refinement, from the accepted homography (pixel centres throughout: window pixel p covers
+x0 + (p + 0.5) * res, the photo's centre is ((w-1)/2, (h-1)/2)): the footprint of the photo's
+ground part, its centre (where the optical axis meets the ground: the image centre), and its
+heading (the bearing of the photo's "up"), each with an uncertainty from refitting the
+homography on BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a
+window pixel; standard deviation of the heading).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,25 +60,31 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import tiling
+from . import features, photo_view, tiling
 from .camera import Camera
 from .errors import UserError
+from .photo_view import PhotoView
 
-WINDOW_FACTOR = 2.5
-WINDOW_PX = 800
-PHOTO_MAX_PX = 800
-SIFT_FEATURES = 3000
-CONTRAST = 0.04  # OpenCV's default
+log = logging.getLogger(__name__)
+
+WINDOW_MAX_PX = 1600  # 1600^2 RGB = 7.7 MB, SIFT keeps <= 12,000 keypoints; larger is read coarser
+RADIUS_OF_CHIP = math.sqrt(0.5)  # default search radius: the photo's centre is in the chip
+YAW_ERROR_DEG = 30.0  # a compass and gimbal can be this far off (real files: up to 16)
+YAW_STEP_DEG = 15.0  # upright descriptions tolerate about half of this
 RATIO = 0.8
-RANSAC_PX = 4.0
+RANSAC_PX = 6.0  # window px; on synthetic photos 0-50 deg, 4 and 8 px accept fewer within 5 m
 MIN_INLIERS = 15
+STRONG_INLIERS = 45  # an accepted match this strong ends the search over descriptions
 MIN_SPREAD = 0.05
 FULL_SPREAD = 0.25
 INLIER_SCALE = 30.0
-MAX_AREA_RATIO = 4.0
+MAX_AREA_RATIO = 4.0  # footprint area against a nominal 4:3 frame, without a camera
+CAMERA_AREA_RATIO = 2.5  # against the camera model's footprint (altitude, pitch error)
 GEO_WEIGHT = 1.0
 ACCEPTED_BONUS = 2.0
 BOOTSTRAP = 25
+FEATURES = ("auto", "sift", "alike")
+GUIDED = True  # match only near where the priors put each photo keypoint (see `_guide`)
 
 
 class RasterUnavailable(UserError):
@@ -71,9 +97,9 @@ class Match:
 
     ok: bool
     reason: str = ""  # why the match failed ("" when accepted)
-    matches: int = 0  # ratio-test matches
+    matches: int = 0  # tentative (ratio-test or mutual) matches
     inliers: int = 0
-    spread: float = 0.0  # inliers' convex hull / photo area
+    spread: float = 0.0  # inliers' convex hull / area of the photo's ground part
     reprojection_px: float = float("nan")  # RMS of the inliers, window pixels
     confidence: float = 0.0
     x: float = float("nan")  # refined centre, grid CRS
@@ -83,13 +109,14 @@ class Match:
     heading_sigma_deg: float = float("nan")
     footprint: list[tuple[float, float]] = field(default_factory=list)  # closed ring, grid CRS
     seconds: float = 0.0
+    method: str = ""  # the description that won: "upright+15", "rotation-invariant", ...
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "reason": self.reason, "matches": self.matches,
                 "inliers": self.inliers, "spread": round(self.spread, 4),
                 "reprojection_px": _round(self.reprojection_px, 3),
                 "confidence": round(self.confidence, 4),
-                "seconds": round(self.seconds, 3)}  # fmt: skip
+                "seconds": round(self.seconds, 3), "method": self.method}  # fmt: skip
 
 
 def _round(v: float, n: int) -> float | None:
@@ -97,185 +124,262 @@ def _round(v: float, n: int) -> float | None:
 
 
 @dataclass
-class PhotoFeatures:
-    """SIFT keypoints of the photo at one scale (cached per width and ground resolution)."""
+class _Window:
+    image: np.ndarray
+    x0: float  # grid CRS of the window's top-left corner (not a pixel centre)
+    y1: float
+    res: float
+    cache: dict = field(default_factory=dict)
 
-    points: np.ndarray  # [N, 2] in the photo's own pixels (mapped back from any warp)
-    descriptors: np.ndarray | None
-    width: int  # of the photo as matched (scaled)
-    height: int
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
-
-
-def _features(
-    image: np.ndarray, upright: bool = False, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """SIFT keypoints and descriptors; `upright` describes every keypoint at angle 0 (both
-    images north up and at one scale: rotation invariance then only costs distinctiveness)."""
-    sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES, contrastThreshold=CONTRAST)
-    grey = _grey(image)
-    if mask is not None:  # no keypoints on the edge of a warped photo's empty surround
-        mask = cv2.erode(mask, np.ones((9, 9), np.uint8))
-    if upright:
-        kps = sift.detect(grey, mask)
-        for k in kps:
-            k.angle = 0.0
-        kps, desc = sift.compute(grey, kps)
-    else:
-        kps, desc = sift.detectAndCompute(grey, mask)
-    pts = np.float32([k.pt for k in kps]).reshape(-1, 2)
-    return pts, desc
+    def to_ground(self, h: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Photo pixels through h (photo -> window pixel centres) to the grid CRS."""
+        p = cv2.perspectiveTransform(np.float64(pts).reshape(-1, 1, 2), h).reshape(-1, 2)
+        return np.column_stack([self.x0 + (p[:, 0] + 0.5) * self.res,
+                                self.y1 - (p[:, 1] + 0.5) * self.res])  # fmt: skip
 
 
 class Matcher:
-    """Matches one photo against the indexed raster around candidates."""
+    """Matches one photo against the indexed raster around candidates.
 
-    def __init__(self, raster: str, grid_crs, identity: dict | None = None):
+    `features`: "auto" (default: "alike" where its weights and ONNX model are at hand, else
+    "sift"), "sift", or "alike" (a learned detector and descriptor run with
+    onnxruntime, see `learned_matcher`)."""
+
+    def __init__(self, raster: str, grid_crs, identity: dict | None = None, *,
+                 features: str = "auto"):  # fmt: skip
+        if features not in FEATURES:
+            raise UserError(f"features {features!r}: use one of {', '.join(FEATURES)}")
         ds = _open_same(raster, identity)
         # Bounds in the grid CRS: a raster in another CRS (a web layer, lon/lat) is warped.
         self.reader = tiling.ChipReader(ds, grid_crs, tiling.raster_bounds(ds, grid_crs))
         self.res = abs(self.reader.gt[1])
+        self._learned = None
+        if features in ("auto", "alike"):
+            from .learned_matcher import LearnedFeatures
+
+            try:
+                self._learned = LearnedFeatures()
+                features = "alike"
+            except (UserError, ImportError) as e:
+                if features == "alike":
+                    raise UserError(f"learned features unavailable: {e}") from None
+                log.info("matching with SIFT: %s", e)
+                features = "sift"
+        self.features = features
         self._photo: np.ndarray | None = None
         self._camera: Camera | None = None
-        self._upright = False
-        self._cache: dict[tuple[int, float], PhotoFeatures] = {}
+        self._views: dict[float, PhotoView] = {}
 
     @classmethod
-    def for_index(cls, index) -> Matcher:
+    def for_index(cls, index, **kw) -> Matcher:
         """The matcher for an index's own raster; RasterUnavailable when it has moved."""
         ident = index.manifest.get("raster", {})
-        return cls(ident.get("source", ""), index.crs, ident)
+        return cls(ident.get("source", ""), index.crs, ident, **kw)
 
     def set_photo(self, image: np.ndarray, camera: Camera | None = None) -> None:
         """The photo to match; with its camera (from the metadata: at (0, 0), see
-        `priors.Priors.camera`), it is first warped to a map-like view, north up when the
+        `priors.Priors.camera`), it is first warped onto the ground, north up when the
         camera's heading is known."""
         self._photo = image
         self._camera = camera
-        self._upright = camera is not None and camera.heading_deg is not None
-        self._cache = {}
+        self._views = {}
 
-    def _photo_features(self, metres_per_px: float, footprint_m: float) -> PhotoFeatures:
+    def _methods(self) -> list[tuple[str, float | None]]:
+        """(name, upright angle or None) of each description to try."""
+        if self.features == "alike":
+            # Not rotation-invariant: the photo turned in steps it tolerates (about +-15 deg).
+            if self._camera is not None and self._camera.heading_deg is not None:
+                steps = [0.0, -15.0, 15.0, -30.0, 30.0]
+            else:
+                steps = [float(a) for a in range(0, 360, 30)]
+            return [(f"alike{a:+g}", a) for a in steps]
+        out: list[tuple[str, float | None]] = []
+        if self._camera is not None and self._camera.heading_deg is not None:
+            n = round(YAW_ERROR_DEG / YAW_STEP_DEG)
+            out = [(f"upright{k * YAW_STEP_DEG:+g}", k * YAW_STEP_DEG)
+                   for k in sorted(range(-n, n + 1), key=abs)]  # fmt: skip
+        return [*out, ("rotation-invariant", None)]
+
+    def match(self, cx: float, cy: float, chip_m: float, footprint_m: float | None = None, *,
+              radius_m: float | None = None) -> Match:  # fmt: skip
+        """Match the photo around (cx, cy) in the grid CRS; chip_m: the candidate's chip size;
+        radius_m: how far the photo's centre may lie from (cx, cy) (default: anywhere in the
+        chip)."""
         assert self._photo is not None, "set_photo first"
-        w = self._photo.shape[1]
-        target = min(footprint_m / metres_per_px, PHOTO_MAX_PX, w)
-        scale = target / w
-        key = (round(target), round(metres_per_px, 4))  # the ground warp depends on both
-        if key not in self._cache:
-            img = self._photo
-            if scale < 1:
-                img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            to_photo, matched, mask = np.eye(3), img, None
-            if self._camera is not None:
-                matched, to_photo, mask = _ortho(img, self._camera, metres_per_px)
-            pts, desc = _features(matched, self._upright, mask)
-            if len(pts):
-                pts = cv2.perspectiveTransform(pts.reshape(-1, 1, 2), to_photo).reshape(-1, 2)
-            self._cache[key] = PhotoFeatures(pts, desc, img.shape[1], img.shape[0])
-        return self._cache[key]
-
-    def match(self, cx: float, cy: float, chip_m: float, footprint_m: float | None = None) -> Match:
-        """Match the photo around (cx, cy) in the grid CRS; chip_m: the candidate's chip size."""
         t0 = time.perf_counter()
         expected = footprint_m or chip_m
-        side = WINDOW_FACTOR * max(chip_m, expected)
-        px = int(min(WINDOW_PX, math.ceil(side / self.res)))
-        res = side / px
-        m = self._match(cx, cy, side, px, res, expected)
-        m.seconds = time.perf_counter() - t0
-        return m
-
-    def _match(self, cx, cy, side, px, res, expected) -> Match:
-        window = self.reader.read(cx, cy, side, px)
+        radius = chip_m * RADIUS_OF_CHIP if radius_m is None else radius_m
+        size = (self._photo.shape[1], self._photo.shape[0])
+        res = max(self.res, photo_view.photo_resolution(self._camera, size, expected))
+        ex, ey = photo_view.extent_m(self._camera, size, expected, YAW_ERROR_DEG)
+        self._centre = (cx, cy, radius)
+        window = self._read(cx, cy, radius + ex, radius + ey, res)
         if window is None:
             return Match(False, "no imagery around the candidate")
-        photo = self._photo_features(res, expected)
-        if photo.descriptors is None or len(photo.points) < MIN_INLIERS:
-            return Match(False, "the photo has too few features")
-        wpts, wdesc = _features(window, self._upright)
-        if wdesc is None or len(wpts) < MIN_INLIERS:
-            return Match(False, "the satellite window has too few features")
-        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(photo.descriptors, wdesc, k=2)
-        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-        if len(good) < MIN_INLIERS:
-            return Match(False, f"{len(good)} feature matches", matches=len(good))
-        src = np.float32([photo.points[g.queryIdx] for g in good])
-        dst = np.float32([wpts[g.trainIdx] for g in good])
-        H, mask = cv2.findHomography(
-            src, dst, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=5000, confidence=0.999
-        )
+        view = self._view(window.res, expected)
+        best: Match | None = None
+        for name, angle in self._methods():
+            m = self._try(view, window, name, angle, expected)
+            if best is None or (m.ok, m.inliers) > (best.ok, best.inliers):
+                best = m
+            if best.ok and best.inliers >= STRONG_INLIERS:
+                break
+        assert best is not None
+        best.seconds = time.perf_counter() - t0
+        return best
+
+    def _read(self, cx, cy, half_x, half_y, res) -> _Window | None:
+        """The window, its corner on the raster's pixel grid so that no resampling shifts it."""
+        half = max(half_x, half_y)  # ChipReader reads squares
+        px = math.ceil(2 * half / res)
+        if px > WINDOW_MAX_PX:
+            px, res = WINDOW_MAX_PX, 2 * half / WINDOW_MAX_PX
+        side = px * res
+        gt = self.reader.gt
+        k = round((cx - side / 2 - gt[0]) / gt[1])
+        x0 = gt[0] + k * gt[1]
+        side_px = side / gt[1]
+        if abs(side_px - round(side_px)) > 1e-6:  # a whole number of raster pixels
+            side = math.ceil(side_px) * gt[1]
+            res = side / px
+        j = round((cy + side / 2 - gt[3]) / gt[5])
+        y1 = gt[3] + j * gt[5]
+        img = self.reader.read(x0 + side / 2, y1 - side / 2, side, px)
+        return None if img is None else _Window(img, x0, y1, res)
+
+    def _view(self, res: float, expected: float) -> PhotoView:
+        key = round(res, 4)
+        if key not in self._views:
+            self._views = {key: photo_view.make_view(self._photo, self._camera, res, expected)}
+        return self._views[key]
+
+    def _described(self, holder, image, mask, name: str, wanted: dict):
+        """Keypoints described one way (`name`), cached on the view or window; SIFT describes
+        all the `wanted` ways ({name: upright angle or None}) at once."""
+        if name not in holder.cache:
+            if name.startswith("alike"):
+                holder.cache[name] = self._learned.describe(image, mask, wanted.get(name) or 0.0)
+            else:
+                g = features.grey(image)
+                kps = features.detect(g, mask)
+                names = [n for n in wanted if n not in holder.cache]
+                done = features.describe(g, kps, [wanted[n] for n in names])
+                holder.cache.update(zip(names, done, strict=True))
+        return holder.cache[name]
+
+    def _try(self, view: PhotoView, window: _Window, name: str, angle, expected) -> Match:
+        methods = dict(self._methods())
+        p = self._described(view, view.image, view.mask, name, methods)
+        if name.startswith("alike"):
+            w = self._described(window, window.image, None, "alike+0", {"alike+0": 0.0})
+            return self._pair(p, w, name, view, window, expected, angle)
+        wname = "upright+0" if angle is not None else name
+        wanted = {"upright+0": 0.0} if len(methods) > 1 else {}
+        wanted.setdefault(name, None)
+        if "rotation-invariant" in methods:
+            wanted["rotation-invariant"] = None
+        w = self._described(window, window.image, None, wname, wanted)
+        return self._pair(p, w, name, view, window, expected, angle)
+
+    def _guide(self, pts: np.ndarray, view: PhotoView, window: _Window, angle: float):
+        """Where each photo keypoint (view pixels) should fall in the window, and how far
+        from it it may: the candidate's centre, the camera's ground geometry turned by the
+        hypothesis' yaw offset; the reach allows the search radius, the yaw step's error,
+        10 % of scale (altitude) and a few pixels."""
+        cx, cy, radius = self._centre
+        size = (self._photo.shape[1], self._photo.shape[0])
+        photo_px = cv2.perspectiveTransform(
+            np.float64(pts).reshape(-1, 1, 2), view.to_photo
+        ).reshape(-1, 2)
+        centre = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
+        g = photo_view.ground_offsets(self._camera, size, np.vstack([photo_px, centre]))
+        rel = g[:-1] - g[-1]
+        a = math.radians(angle)  # offset +a: the true heading is a less than the tag
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        ground = rel @ rot.T + [cx, cy]
+        pred = np.column_stack([(ground[:, 0] - window.x0) / window.res - 0.5,
+                                (window.y1 - ground[:, 1]) / window.res - 0.5])  # fmt: skip
+        slack = 2 * math.sin(math.radians(YAW_STEP_DEG / 4 + 5.0)) + 0.1
+        reach = (radius + slack * np.linalg.norm(rel, axis=1)) / window.res + 8.0
+        return pred, reach
+
+    def _pair(self, p, w, name, view, window, expected, angle=None) -> Match:
+        m = Match(False, method=name)
+        if len(p.points) < MIN_INLIERS:
+            m.reason = "the photo has too few features"
+            return m
+        if len(w.points) < MIN_INLIERS:
+            m.reason = "the satellite window has too few features"
+            return m
+        guided = (GUIDED and angle is not None and self._camera is not None
+                  and self._camera.heading_deg is not None)  # fmt: skip
+        ratio = None if name.startswith("alike") else RATIO
+        if guided:
+            pred, reach = self._guide(p.points, view, window, angle)
+            qi, ti = features.guided_matches(p, w, pred, reach, ratio)
+        elif ratio is None:
+            qi, ti = features.mutual_matches(p, w)
+        else:
+            qi, ti = features.ratio_matches(p, w, RATIO)
+        m.matches = len(qi)
+        if len(qi) < MIN_INLIERS:
+            m.reason = f"{len(qi)} feature matches"
+            return m
+        src = cv2.perspectiveTransform(p.points[qi].reshape(-1, 1, 2).astype(np.float64),
+                                       view.to_photo).reshape(-1, 2).astype(np.float32)  # fmt: skip
+        dst = w.points[ti]
+        H, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=5000,
+                                     confidence=0.999)  # fmt: skip
         if H is None:
-            return Match(False, "no consistent transform", matches=len(good))
-        inl = mask.ravel().astype(bool)
-        m = Match(False, matches=len(good), inliers=int(inl.sum()))
+            m.reason = "no consistent transform"
+            return m
+        return self._judge(m, H, src, dst, mask.ravel().astype(bool), view, window, expected)
+
+    def _judge(self, m, H, src, dst, inl, view, window, expected) -> Match:
+        m.inliers = int(inl.sum())
         if m.inliers < MIN_INLIERS:
             m.reason = f"{m.inliers} inliers (< {MIN_INLIERS})"
             return m
         hull = cv2.convexHull(src[inl].reshape(-1, 1, 2))
-        m.spread = float(cv2.contourArea(hull) / (photo.width * photo.height))
+        part_area = abs(float(cv2.contourArea(np.float32(view.ground_part))))
+        m.spread = float(cv2.contourArea(hull) / max(part_area, 1.0))
         proj = cv2.perspectiveTransform(src[inl].reshape(-1, 1, 2), H).reshape(-1, 2)
         m.reprojection_px = float(np.sqrt(np.mean(np.sum((proj - dst[inl]) ** 2, axis=1))))
         if m.spread < MIN_SPREAD:
             m.reason = f"inliers cover {m.spread:.0%} of the photo (< {MIN_SPREAD:.0%})"
             return m
-
-        def to_ground(h: np.ndarray, pts: np.ndarray) -> np.ndarray:
-            p = cv2.perspectiveTransform(np.float32(pts).reshape(-1, 1, 2), h).reshape(-1, 2)
-            return np.column_stack([cx - side / 2 + p[:, 0] * res, cy + side / 2 - p[:, 1] * res])
-
-        w, h = photo.width, photo.height
-        corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-        ground = to_ground(H, corners)
-        if not _plausible(ground, expected):
+        size = (self._photo.shape[1], self._photo.shape[0])
+        ground = window.to_ground(H, view.ground_part)
+        if not self._plausible(ground, size, expected):
             m.reason = "implausible footprint (folded, or far off the expected size)"
             return m
-        key = np.float32([[w / 2, h / 2], [w / 2, h / 4]])  # centre, and a point "up" of it
-        centre, up = to_ground(H, key)
+        w, h = size
+        key = np.float64([[(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2 - h / 4]])
+        centre, up = window.to_ground(H, key)
         m.x, m.y = float(centre[0]), float(centre[1])
         m.heading_deg = _bearing(centre, up)
         m.footprint = [(float(a), float(b)) for a, b in [*ground, ground[0]]]  # closed ring
-        m.centre_sigma_m, m.heading_sigma_deg = _bootstrap(src[inl], dst[inl], key, to_ground, res)
+        m.centre_sigma_m, m.heading_sigma_deg = _bootstrap(
+            src[inl], dst[inl], key, window.to_ground, window.res
+        )
         m.confidence = (1 - math.exp(-m.inliers / INLIER_SCALE)) * min(1.0, m.spread / FULL_SPREAD)
         m.ok = True
         return m
 
-
-def _ortho(img: np.ndarray, camera: Camera, res: float):
-    """(the photo warped onto the ground at `res` m/px, north up when the heading is known;
-    the 3x3 map from the warped image's pixels back to the photo's; the mask of warped pixels)"""
-    h, w = img.shape[:2]
-    G = camera.image_to_nadir_offsets((w, h), "corners")
-    # Keep the ground under the lower 90 % of the frame: the far edge of an oblique view
-    # stretches to a few pixels per metre of nothing useful.
-    edge = np.float32([[0, 0.1 * h], [w, 0.1 * h], [w, h], [0, h]]).reshape(-1, 1, 2)
-    ground = cv2.perspectiveTransform(edge, G).reshape(-1, 2)
-    lo, hi = ground.min(0), ground.max(0)
-    size = np.ceil((hi - lo) / res).astype(int)
-    if size.max() > 4 * PHOTO_MAX_PX or size.min() < 8:
-        return img, np.eye(3), None
-    to_px = np.array([[1 / res, 0, -lo[0] / res], [0, -1 / res, hi[1] / res], [0, 0, 1]])
-    warp = to_px @ G
-    dsize = (int(size[0]), int(size[1]))
-    out = cv2.warpPerspective(img, warp, dsize, flags=cv2.INTER_AREA)
-    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), warp, dsize, flags=cv2.INTER_NEAREST)
-    return out, np.linalg.inv(warp), mask
+    def _plausible(self, quad: np.ndarray, size, expected_m: float) -> bool:
+        """A convex footprint of about the area the camera model predicts (with a camera:
+        its ground part's; without: a 4:3 frame `expected_m` wide, larger when oblique)."""
+        if not cv2.isContourConvex(np.float32(quad).reshape(-1, 1, 2)):
+            return False
+        area = abs(float(cv2.contourArea(np.float32(quad))))
+        ratio = area / photo_view.ground_area_m2(self._camera, size, expected_m)
+        if self._camera is None:
+            return 1 / MAX_AREA_RATIO <= ratio <= MAX_AREA_RATIO * 2
+        return 1 / CAMERA_AREA_RATIO <= ratio <= CAMERA_AREA_RATIO
 
 
 def _bearing(a: np.ndarray, b: np.ndarray) -> float:
     return float(math.degrees(math.atan2(b[0] - a[0], b[1] - a[1])) % 360)
-
-
-def _plausible(quad: np.ndarray, expected_m: float) -> bool:
-    if not cv2.isContourConvex(np.float32(quad).reshape(-1, 1, 2)):
-        return False
-    area = abs(float(cv2.contourArea(np.float32(quad))))
-    # A 4:3 photo's footprint is about 0.75 * width^2 at nadir, larger when oblique.
-    ratio = area / (0.75 * expected_m**2)
-    return 1 / MAX_AREA_RATIO <= ratio <= MAX_AREA_RATIO * 2
 
 
 def _bootstrap(src, dst, key, to_ground, res) -> tuple[float, float]:
@@ -320,7 +424,7 @@ def _open_same(raster: str, identity: dict | None):
 
 
 def rerank(candidates: list, matcher: Matcher, top_n: int, refine: bool = True,
-           footprint_m: float | None = None) -> list:  # fmt: skip
+           footprint_m: float | None = None, radius_m: float | None = None) -> list:  # fmt: skip
     """Candidates re-ranked by geometric evidence (see the module docstring); the first `top_n`
     are matched, the rest keep their retrieval order below them. With `refine`, an accepted
     candidate takes the match's centre, footprint and heading. A matched candidate's `score`
@@ -328,7 +432,7 @@ def rerank(candidates: list, matcher: Matcher, top_n: int, refine: bool = True,
     ordered them."""
     head, tail = candidates[:top_n], candidates[top_n:]
     for c in head:
-        m = matcher.match(c.x, c.y, c.size_m, footprint_m)
+        m = matcher.match(c.x, c.y, c.size_m, footprint_m, radius_m=radius_m)
         c.match = m
         c.method = "reranked"
         c.rank_score = c.cosine + GEO_WEIGHT * m.confidence + (ACCEPTED_BONUS if m.ok else 0.0)
