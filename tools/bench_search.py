@@ -1,4 +1,5 @@
 """Search at 1e5 and 1e6 chips of 768 dims: exact (numpy, faiss) and approximate candidates.
+Over 500 lines because one command runs the sweep and the engine-path step on one cached gallery.
 
 Figures only, never asserted: `python tools/bench_search.py [--quick] [--n 1e5,1e6]` writes
 out/bench/search/result.json; `tools/bench_engine.py` runs the parts its keys need.
