@@ -141,7 +141,13 @@ def test_dock_locates_a_photo_end_to_end(
     methods = [dock.table.item(r, 1).text() for r in range(len(rows))]
     scores = [row[1] for row, m in zip(rows, methods, strict=True) if m != "metadata"]
     assert scores == sorted(scores, reverse=True)
-    assert rows[0][2] == max(row[2] for row in rows)
+    # A conflict (an image match outside the metadata's 3-sigma region) is shown after the
+    # metadata's answer whatever its odds: never the silent answer. Of the rest, rank 1 is the
+    # likeliest.
+    settled = [row[2] for row, m in zip(rows, methods, strict=True) if m != "conflict"]
+    assert methods[0] != "conflict" and settled[0] == max(settled), list(
+        zip(methods, rows, strict=True)
+    )
 
     # The result layers are in a group of their own in the results group, named by the photo
     # and the time the run started, with the expected fields.
