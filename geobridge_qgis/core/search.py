@@ -63,8 +63,8 @@ IVF_KMEANS_ITERATIONS = 10  # faiss's 25 moves the centroids no further here
 # Lists scanned unfiltered: 2 sqrt(nlist). Measured at 1e6 x 768 (IVF2048,SQ8, realistic
 # embeddings, tools/bench_search.py): nprobe 64 gives recall@10 0.954, 128 gives 0.974.
 NPROBE_PER_SQRT_LIST = 2.0
-# Allowed chips up to this many are scored exactly from their decoded codes: decoding costs
-# about 1 us per 768-d SQ8 vector, a filtered list scan a few ms whatever the allowed count.
+# Allowed chips up to this many (per query) are answered exactly: every list holding one of
+# them is scanned with the selector (ivf_search), so each allowed chip's code is scored.
 IVF_EXACT_ROWS = 4_096
 # A filtered scan visits nprobe / share**IVF_WIDEN_POWER lists. Measured at 1e6 (IVF2048,SQ8):
 # a region's recall at the unfiltered nprobe is 0.01-0.02 below the unfiltered recall, so the
@@ -102,7 +102,8 @@ def factory_for(count: int, flat_max: int = FLAT_MAX) -> str:
 def new_index(dim: int, count: int, flat_max: int = FLAT_MAX) -> tuple[faiss.Index, str]:
     """An empty inner-product index for `count` vectors with ids, and its type's name (an IVF
     index still needs training)."""
-    return index_of_type(dim, factory_for(count, flat_max)), factory_for(count, flat_max)
+    name = factory_for(count, flat_max)
+    return index_of_type(dim, name), name
 
 
 def index_of_type(dim: int, name: str) -> faiss.Index:
