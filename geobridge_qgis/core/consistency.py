@@ -28,7 +28,8 @@ HEADING_SLACK_DEG = 3.0
 SCALE_SLACK = 1.25  # linear
 
 
-def _area(ring) -> float:
+def ring_area(ring) -> float:
+    """The area of a polygon ring (shoelace), in the square of its units."""
     p = np.asarray(ring, float)
     x, y = p[:, 0], p[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
@@ -55,7 +56,7 @@ def _predicted_areas(prior: MetadataPrior) -> tuple[float, float] | None:
             ))  # fmt: skip
             if tilt + top >= 88:
                 continue  # this attitude puts the part's top row at the horizon: no bound
-            areas.append(_area(cam.ground_points(rows, prior.image_size)))
+            areas.append(ring_area(cam.ground_points(rows, prior.image_size)))
     return (min(areas), max(areas)) if areas else None
 
 
@@ -81,7 +82,7 @@ def conflict(prior: MetadataPrior, match, crs) -> str | None:
                        f"deg ({off:+.0f}, limit {limit:.0f})")  # fmt: skip
     areas = _predicted_areas(prior)
     if areas is not None and len(match.footprint) >= 4:
-        got = _area(match.footprint[:4])
+        got = ring_area(match.footprint[:4])
         lo, hi = areas[0] / SCALE_SLACK**2, areas[1] * SCALE_SLACK**2
         if not lo <= got <= hi:
             scale = math.sqrt(got / math.sqrt(areas[0] * areas[1]))

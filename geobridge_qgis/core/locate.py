@@ -30,6 +30,7 @@ import numpy as np
 from pyproj import Transformer
 
 from . import defaults, fusion, tiling
+from .consistency import ring_area
 from .encoders import Encoders, normalize
 from .index import Index
 from .photo import PhotoMeta
@@ -388,9 +389,7 @@ def _width(ring) -> float:
     """The square root of a footprint ring's area (0 without one)."""
     if not ring or len(ring) < 3:
         return 0.0
-    p = np.asarray(ring, np.float64)
-    x, y = p[:, 0], p[:, 1]
-    return math.sqrt(0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))))
+    return math.sqrt(ring_area(ring))
 
 
 def matcher_for(index: Index) -> tuple[Matcher | None, str | None]:
