@@ -44,7 +44,7 @@ from synthworld.metadata_errors import LEVELS, MetadataErrors, draw, noisy_meta,
 
 from .evaluate import gallery_index
 
-RADII = (10, 25, 50)
+RADII = (5, 10, 25, 50)
 TILT_BANDS = ((0, 30), (30, 55), (55, 70), (70, 85.01))
 YAW_ERRORS = (0.0, 10.0, 20.0, 30.0)
 BINS = np.linspace(0.0, 1.0, 11)
@@ -224,9 +224,15 @@ def _fmt(v, spec=".1f") -> str:
     return "–" if v is None or v != v else ("inf" if v == math.inf else format(v, spec))
 
 
+_L = [f"L@{r}" for r in RADII]
+
+
+def _header(cols: list[str]) -> list[str]:
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
 def level_table(runs: Runs) -> str:
-    lines = ["| level | answer | L@10 | L@25 | L@50 | median m | top-1 refined | conflicts | n |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = _header(["level", "answer", *_L, "median m", "top-1 refined", "conflicts", "n"])
     for level in LEVELS:
         for answer in ("retrieval alone", "metadata alone", "full pipeline", "previous pipeline"):
             key = f"{level}|{answer}"
@@ -234,7 +240,7 @@ def level_table(runs: Runs) -> str:
                 continue
             r = loc(runs.errors[key])
             if level == "none" and answer == "metadata alone":
-                lines.append(f"| {level} | {answer} | – | – | – | – | – | – | {r['n']} |")
+                lines.append(f"| {level} | {answer} | " + "– | " * (len(RADII) + 3) + f"{r['n']} |")
                 continue
             ref = runs.refined.get(key)
             lines.append(f"| {level} | {answer} | " + " | ".join(_fmt(r[f"L@{x}"]) for x in RADII)
@@ -244,8 +250,7 @@ def level_table(runs: Runs) -> str:
 
 
 def tilt_table(runs: Runs, level: str = "full") -> str:
-    lines = ["| tilt off nadir | answer | L@10 | L@25 | L@50 | median m | n |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = _header(["tilt off nadir", "answer", *_L, "median m", "n"])
     tilts = np.asarray(runs.tilts)
     for lo, hi in TILT_BANDS:
         sel = (tilts >= lo) & (tilts < hi)
@@ -261,8 +266,7 @@ def tilt_table(runs: Runs, level: str = "full") -> str:
 
 
 def yaw_table(runs: Runs) -> str:
-    lines = ["| yaw error | answer | L@10 | L@25 | L@50 | median m | conflicts | n |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = _header(["yaw error", "answer", *_L, "median m", "conflicts", "n"])
     for key in runs.errors:
         if not key.startswith("yaw "):
             continue

@@ -45,8 +45,8 @@ class MetadataErrors:
     """The error model (see the module docstring); all sigmas are one standard deviation."""
 
     gps_sigma_m: float = SIGMAS.gps_m
-    gps_jump_rate: float = 0.05
-    gps_jump_m: tuple[float, float] = (20.0, 60.0)
+    gps_jump_rate: float = SIGMAS.gps_jump_rate
+    gps_jump_m: tuple[float, float] = SIGMAS.gps_jump_m
     gps_alt_sigma_m: float = 5.0
     yaw_sigma_deg: float = SIGMAS.yaw_deg
     yaw_error_deg: float | None = None  # a fixed gimbal yaw error (random sign) instead

@@ -86,6 +86,21 @@ def test_prior_propagates_the_error_model(sat):
     assert gps.level == "gps" and 40 < gps.sigma_m < 60
 
 
+def test_prior_probability_leaves_room_for_gnss_jumps(sat):
+    """However tight the Gaussian, a share of GNSS fixes jump: P(within r) never reaches 1,
+    and a jump shorter than r still lands within it."""
+    _, crs, (x0, y0) = sat
+    p = metadata_prior(meta_for(crs, Camera(x0, y0, 100.0, 30.0, 0.0, 70.0)), SIZE,
+                       PriorOptions(), crs)  # fmt: skip
+    gauss = 1.0 - math.exp(-(50.0**2) / (2 * p.sigma_along_m * p.sigma_across_m))
+    assert gauss > 0.9999  # the Gaussian alone would say certain
+    q, (lo, hi) = SIGMAS.gps_jump_rate, SIGMAS.gps_jump_m
+    assert p.p_within(50.0) == pytest.approx(1 - q + q * (50.0 - lo) / (hi - lo), rel=1e-6)
+    gauss10 = 1.0 - math.exp(-(10.0**2) / (2 * p.sigma_along_m * p.sigma_across_m))
+    assert p.p_within(10.0) == pytest.approx((1 - q) * gauss10, rel=1e-9)  # no jump is that short
+    assert p.p_within(hi + 1) == pytest.approx(1.0) and p.p_within(lo) < 1 - q + 1e-9
+
+
 def test_near_horizon_prior_is_a_wedge_not_infinity(sat):
     _, crs, (x0, y0) = sat
     cam = Camera(x0, y0, 40.0, 0.0, 86.0, 70.0)  # looking north, 4 degrees below the horizon

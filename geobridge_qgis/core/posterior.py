@@ -40,8 +40,13 @@ from .priors import PriorOptions, hfov_deg
 class Sigmas:
     """One standard deviation of each metadata error a consumer drone makes."""
 
-    gps_m: float = 3.0  # horizontal, per axis (multipath jumps come on top: not Gaussian)
-    yaw_deg: float = 6.0  # gimbal yaw: compass and gimbal error
+    # horizontal, per axis: a consumer receiver's 2-4 m plus the basemap's own registration
+    # against GNSS (satellite mosaics are commonly a few metres off); jumps come on top
+    gps_m: float = 5.0
+    gps_jump_rate: float = 0.05  # multipath jumps: a share of photos, not Gaussian
+    gps_jump_m: tuple[float, float] = (20.0, 60.0)
+    # gimbal yaw: compass near steel, gimbal against body (real files differ by up to 16 deg)
+    yaw_deg: float = 10.0
     pitch_deg: float = 1.0  # gimbal pitch
     baro_m: float = 1.0  # relative (barometric) altitude
     takeoff_dz_m: float = 5.0  # the take-off point's ground above the photo's ground
@@ -117,13 +122,19 @@ class MetadataPrior:
         return self.mahalanobis(x, y) <= k
 
     def p_within(self, radius_m: float) -> float:
-        """The prior's own probability that the truth lies within radius_m of its point
-        (Gaussian; the wedge: the share of its length within reach)."""
+        """The prior's own probability that the truth lies within radius_m of its point: the
+        Gaussian (the wedge: the share of its length within reach) for all but the share of
+        GNSS jumps, which land within reach as often as their length allows. Never 1: a
+        drone's metadata is sometimes wrong by more than its noise."""
         if self.wedge is not None:
             near, far = self.wedge
-            return float(min(1.0, 2 * radius_m / max(far - near, 1e-6)))
-        s2 = self.sigma_along_m * self.sigma_across_m
-        return float(1.0 - math.exp(-(radius_m**2) / (2 * s2)))
+            p = min(1.0, 2 * radius_m / max(far - near, 1e-6))
+        else:
+            p = 1.0 - math.exp(-(radius_m**2) / (2 * self.sigma_along_m * self.sigma_across_m))
+        lo, hi = SIGMAS.gps_jump_m
+        jumped = min(max((radius_m - lo) / max(hi - lo, 1e-6), 0.0), 1.0)
+        q = SIGMAS.gps_jump_rate
+        return float((1 - q) * p + q * min(p, jumped))
 
     def window_m(self, footprint_m: float) -> float:
         """The side of an imagery window that holds the footprint wherever the centre lies
