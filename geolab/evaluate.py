@@ -39,6 +39,7 @@ from geobridge_qgis.core.priors import NO_PRIORS, PriorOptions, priors_for
 from synthworld.files import read_world
 
 from .metrics import (
+    TILT_BANDS,
     first_positive_ranks,
     localisation_metrics,
     mean_average_precision,
@@ -111,9 +112,9 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
     drone_up = drone_rot[:, 0]
     rows = []
 
-    def chip_errors(scores):
+    def chip_errors(scores, sel=slice(None)):
         top = scores.argmax(1)
-        return haversine_m(index.lon[top], index.lat[top], world.lon, world.lat)
+        return haversine_m(index.lon[top], index.lat[top], world.lon[sel], world.lat[sel])
 
     # drone -> satellite
     for method, s in (
@@ -132,6 +133,16 @@ def evaluate(bundle_dir: Path, world_dir: Path, out: Path, seed: int = 0) -> lis
             ranks = first_positive_ranks(s, positives)
             rows.append(_row("drone->satellite", "rot-TTA, engine candidate", ranks, len(ids),
                              np.array(engine_err), scores=s, positives=positives))  # fmt: skip
+            band_rows = []
+            for lo, hi in TILT_BANDS:
+                sel = (world.tilt_deg >= lo) & (world.tilt_deg < hi)
+                if sel.any():
+                    band_rows.append(_row(
+                        "drone->satellite", f"rot-TTA, {lo:g}-{int(hi)} deg off nadir "
+                        f"(n={int(sel.sum())})", ranks[sel], len(ids), chip_errors(s[sel], sel),
+                        scores=s[sel], positives=positives[sel]))  # fmt: skip
+            if len(band_rows) > 1:  # one band: the same as the whole
+                rows += band_rows
     rng = np.random.default_rng(seed)
     rnd = rng.random(positives.shape)
     rows.append(_row("drone->satellite", "random", first_positive_ranks(rnd, positives),

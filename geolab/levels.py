@@ -43,9 +43,9 @@ from geobridge_qgis.core.priors import PriorOptions
 from synthworld.metadata_errors import LEVELS, MetadataErrors, draw, noisy_meta, photo_rng
 
 from .evaluate import gallery_index
+from .metrics import TILT_BANDS
 
 RADII = (5, 10, 25, 50)
-TILT_BANDS = ((0, 30), (30, 55), (55, 70), (70, 85.01))
 YAW_ERRORS = (0.0, 10.0, 20.0, 30.0)
 BINS = np.linspace(0.0, 1.0, 11)
 EVAL_SEED = 20261203  # the evaluation's own noise, never a world's

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Degrees off nadir: the bands the evaluation reports (the top one holds 85 itself).
+TILT_BANDS = ((0, 30), (30, 55), (55, 70), (70, 85.01))
+
 
 def first_positive_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """1-based rank of the best-ranked positive per query. scores, positives: [Q, G]."""

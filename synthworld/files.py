@@ -19,11 +19,12 @@ class WorldData:
     lon: np.ndarray
     lat: np.ndarray
     texts: list[str]
+    tilt_deg: np.ndarray  # the camera's true angle off nadir (nan where truth.csv has none)
 
 
 def read_world(root: Path) -> WorldData:
-    """The world in folder `root`: drone photo names, true centres (lon/lat) and texts ("" for
-    a photo without a description)."""
+    """The world in folder `root`: drone photo names, true centres (lon/lat), texts ("" for
+    a photo without a description) and tilts (truth.csv's `pitch_deg`: degrees off nadir)."""
     root = Path(root)
     truth = root / "drone" / "truth.csv"
     if not (root / "satellite.tif").is_file() or not truth.is_file():
@@ -42,4 +43,5 @@ def read_world(root: Path) -> WorldData:
         np.array([float(r["lon"]) for r in rows]),
         np.array([float(r["lat"]) for r in rows]),
         [texts.get(f, "") for f in files],
+        np.array([float(r.get("pitch_deg") or "nan") for r in rows]),
     )

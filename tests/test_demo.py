@@ -39,3 +39,10 @@ def test_demo_model_clears_its_floor(heldout, tmp_path):
         assert model["R@5"] > get[("drone->satellite", baseline)]["R@5"] + 10
     assert get[("text->satellite", "model")]["R@5"] > get[("text->satellite", "random")]["R@5"]
     assert (tmp_path / "eval" / "topk_drone_satellite.csv").read_text().count("\n") == 20 * 10 + 1
+    # Per tilt band: the bands split the photos, and their figures average back to the whole.
+    bands = [r for r in rows if "deg off nadir" in r["method"]]
+    sizes = [int(r["method"].split("n=")[1].rstrip(")")) for r in bands]
+    assert len(bands) >= 2 and sum(sizes) == 20
+    for key in ("R@5", "MRR", "mAP"):
+        whole = sum(r[key] * n for r, n in zip(bands, sizes, strict=True)) / 20
+        assert whole == pytest.approx(model[key], abs=1e-6), key
