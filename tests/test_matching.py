@@ -152,3 +152,28 @@ def test_unknown_features_name_is_refused(sat):
 
     with pytest.raises(UserError, match="features 'orb'"):
         refine.Matcher(str(SAT), sat[2], features="orb")
+
+
+@pytest.mark.parametrize("turn", [5.0, 60.0])
+def test_similarity_fallback_finds_few_true_matches_and_keeps_the_yaw_gate(sat, turn):
+    """Ten matches that agree by a turn and a scale near 1, among fifty random ones: the
+    similarity finds them (and a homography on them) when the turn is within the yaw error,
+    and refuses a turn beyond it."""
+    m = _matcher(sat, "sift")
+    corners = np.float64([[0, 0], [399, 0], [399, 399], [0, 399]])
+    view = photo_view.PhotoView(np.zeros((400, 400, 3), np.uint8), None, np.eye(3), corners, 0.5)
+    window = refine._Window(np.zeros((800, 800, 3), np.uint8), 0.0, 400.0, 0.5)
+    rng = np.random.default_rng(3)
+    good = rng.uniform(20, 380, (10, 2))
+    a = math.radians(turn)
+    rot = 1.05 * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    pv = np.vstack([good, rng.uniform(0, 400, (50, 2))]).astype(np.float32)
+    dst = np.vstack([good @ rot.T + [200, 150], rng.uniform(0, 800, (50, 2))]).astype(np.float32)
+    out = m._similar(pv, pv, dst, view, window)
+    if turn > refine.YAW_ERROR_DEG + 5:
+        assert out is None
+        return
+    H, inl = out
+    assert inl[:10].all() and inl[10:].sum() <= 2
+    back = cv2.perspectiveTransform(np.float64(good).reshape(-1, 1, 2), H).reshape(-1, 2)
+    assert np.abs(back - (good @ rot.T + [200, 150])).max() < 0.5

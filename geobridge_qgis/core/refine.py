@@ -31,7 +31,12 @@ photo turned in steps of 15 degrees across the yaw error (all round without a he
 A match is **accepted** when it has at least MIN_INLIERS inliers spread over at least
 MIN_SPREAD of the photo's ground part, and that part's footprint is a convex quadrilateral of
 about the area the camera model predicts (within CAMERA_AREA_RATIO; without a camera, within
-MAX_AREA_RATIO of a 4:3 frame the expected width). Its confidence is
+MAX_AREA_RATIO of a 4:3 frame the expected width). With a camera, a hypothesis whose
+homography fails is tried once more as a **similarity** (the ground view is rectified, so it
+maps onto the window by a turn and a scale: 2-point samples find a consensus among few matches
+that 4-point homography samples miss): at least SIMILAR_INLIERS and SIMILAR_SHARE of the
+matches, a scale within SIMILAR_SCALE and a turn within the yaw error, the homography refitted
+on its inliers and judged as above at the lower bar. Its confidence is
 (1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
 
 Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
@@ -85,6 +90,13 @@ ACCEPTED_BONUS = 2.0
 BOOTSTRAP = 25
 FEATURES = ("auto", "sift", "alike")
 GUIDED = True  # match only near where the priors put each photo keypoint (see `_guide`)
+# The similarity fallback (`_similar`, with a camera only): its inlier bar (0: off), the share
+# of the tentative matches it must hold (below it, in wrong places of repetitive texture
+# 8-10 agreeing matches occur by chance among 100+), and how far its scale may be from the
+# resolutions' ratio (altitude and pitch errors).
+SIMILAR_INLIERS = 8
+SIMILAR_SHARE = 0.1
+SIMILAR_SCALE = 1.35
 
 
 class RasterUnavailable(UserError):
@@ -333,12 +345,45 @@ class Matcher:
         if H is None:
             m.reason = "no consistent transform"
             return m
-        return self._judge(m, H, src, dst, mask.ravel().astype(bool), view, window, expected)
+        out = self._judge(m, H, src, dst, mask.ravel().astype(bool), view, window, expected)
+        if out.ok or not SIMILAR_INLIERS or self._camera is None:
+            return out
+        sim = self._similar(p.points[qi], src, dst, view, window)
+        if sim is None:
+            return out
+        H, inl = sim
+        m2 = Match(False, method=name + "~similar", matches=len(qi))
+        m2 = self._judge(m2, H, src, dst, inl, view, window, expected, SIMILAR_INLIERS)
+        return m2 if m2.ok else out
 
-    def _judge(self, m, H, src, dst, inl, view, window, expected) -> Match:
+    def _similar(self, pv, src, dst, view, window):
+        """The photo's ground view is rectified by the camera: it should map onto the window by
+        a similarity (a turn within the yaw error, a scale near the resolutions' ratio). Fitted
+        with RANSAC on 2-point samples it finds a consensus a full homography (4 points, 8
+        degrees of freedom) misses among few matches; the homography is then refitted on its
+        inliers. (H photo -> window, inliers) or None."""
+        A, sm = cv2.estimateAffinePartial2D(pv.astype(np.float32), dst, method=cv2.RANSAC,
+                                            ransacReprojThreshold=RANSAC_PX, maxIters=5000,
+                                            confidence=0.999)  # fmt: skip
+        if A is None or int(sm.sum()) < max(SIMILAR_INLIERS, SIMILAR_SHARE * len(pv)):
+            return None
+        scale = math.hypot(A[0, 0], A[1, 0]) * window.res / view.res
+        turn = math.degrees(math.atan2(A[1, 0], A[0, 0]))
+        if not 1 / SIMILAR_SCALE <= scale <= SIMILAR_SCALE or abs(turn) > YAW_ERROR_DEG + 5:
+            return None
+        sin = sm.ravel().astype(bool)
+        H, _ = cv2.findHomography(src[sin], dst[sin], 0)
+        if H is None:
+            return None
+        proj = cv2.perspectiveTransform(src.reshape(-1, 1, 2).astype(np.float64), H)
+        err = np.linalg.norm(proj.reshape(-1, 2) - dst, axis=1)
+        return H, err < RANSAC_PX
+
+    def _judge(self, m, H, src, dst, inl, view, window, expected, bar=None) -> Match:
+        bar = bar or MIN_INLIERS
         m.inliers = int(inl.sum())
-        if m.inliers < MIN_INLIERS:
-            m.reason = f"{m.inliers} inliers (< {MIN_INLIERS})"
+        if m.inliers < bar:
+            m.reason = f"{m.inliers} inliers (< {bar})"
             return m
         hull = cv2.convexHull(src[inl].reshape(-1, 1, 2))
         part_area = abs(float(cv2.contourArea(np.float32(view.ground_part))))
