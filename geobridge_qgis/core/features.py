@@ -136,12 +136,7 @@ def mutual_matches(a: Described, b: Described, max_dist: float | None = None):
 
 
 def guided_matches(
-    a: Described,
-    b: Described,
-    pred: np.ndarray,
-    reach: np.ndarray,
-    ratio: float | None,
-    max_dist: float | None = None,
+    a: Described, b: Described, pred: np.ndarray, reach: np.ndarray, ratio: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Matches where each keypoint of `a` may only match keypoints of `b` within reach[i]
     pixels of pred[i] (its place in b as the priors predict it): with `ratio`, Lowe's ratio
@@ -176,8 +171,6 @@ def guided_matches(
         dist[place[None, :] == place[j][:, None]] = np.inf
         d2[sl] = dist.min(1)
     ok = np.isfinite(d1)
-    if max_dist is not None:
-        ok &= d1 < max_dist**2
     if ratio is not None:
         ok &= d1 < ratio**2 * d2
     else:

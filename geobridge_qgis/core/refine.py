@@ -36,7 +36,9 @@ homography fails is tried once more as a **similarity** (the ground view is rect
 maps onto the window by a turn and a scale: 2-point samples find a consensus among few matches
 that 4-point homography samples miss): at least SIMILAR_INLIERS and SIMILAR_SHARE of the
 matches, a scale within SIMILAR_SCALE and a turn within the yaw error, the homography refitted
-on its inliers and judged as above at the lower bar. Its confidence is
+on its inliers and judged as above at the lower bar. A weak fit (under SHAPE_INLIERS inliers)
+must also keep the camera model's footprint shape (within SHAPE_MAX after the best similarity):
+a distorted one is a chance consensus or a true place fitted badly. Its confidence is
 (1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
 
 Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
@@ -50,8 +52,12 @@ Refinement, from the accepted homography (pixel centres throughout: window pixel
 x0 + (p + 0.5) * res, the photo's centre is ((w-1)/2, (h-1)/2)): the footprint of the photo's
 ground part, its centre (where the optical axis meets the ground: the image centre), and its
 heading (the bearing of the photo's "up"), each with an uncertainty from refitting the
-homography on BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a
-window pixel; standard deviation of the heading).
+homography on BOOTSTRAP resamples of the inliers. When the centre lies outside the inliers'
+hull (an oblique photo matched on its near ground), the homography's perspective terms would
+extrapolate it: it is read instead through the camera's rectified view and a least-squares
+similarity of the inliers (CENTRE_BY_SIMILARITY), refitted the same way for its uncertainty
+(RMS of the centre's displacement, plus half a window pixel; standard deviation of the
+heading).
 """
 
 from __future__ import annotations
@@ -97,10 +103,16 @@ GUIDED = True  # match only near where the priors put each photo keypoint (see `
 SIMILAR_INLIERS = 8
 SIMILAR_SHARE = 0.1
 SIMILAR_SCALE = 1.35
+# A centre outside the inliers' hull is read through the camera's rectified view and a
+# similarity (`_similarity_fitter`): a homography fitted on the near ground extrapolates its
+# perspective terms wildly (6-10 m off at 18-42 inliers on oblique synthetic photos).
 CENTRE_BY_SIMILARITY = True
-SHAPE_MAX = 0.0
-SHAPE_INLIERS = 1000
-MAX_DESC_DIST = 0.0  # mutual matches (ALIKE) farther apart than this are dropped (0: none)
+# A weak fit (fewer than SHAPE_INLIERS inliers) whose footprint, brought onto the camera
+# model's by the best similarity, is off by more than SHAPE_MAX of its size (RMS of the
+# corners) is distorted: a chance consensus (false accepts measured at 0.27-0.45) or a true
+# place fitted badly (0.21-0.36; the similarity fallback then refits it); true fits: <= 0.11.
+SHAPE_MAX = 0.2
+SHAPE_INLIERS = STRONG_INLIERS
 
 
 class RasterUnavailable(UserError):
@@ -332,9 +344,7 @@ class Matcher:
         ratio = None if name.startswith("alike") else RATIO
         if guided:
             pred, reach = self._guide(p.points, view, window, angle)
-            qi, ti = features.guided_matches(
-                p, w, pred, reach, ratio, None if ratio else MAX_DESC_DIST or None
-            )
+            qi, ti = features.guided_matches(p, w, pred, reach, ratio)
         elif ratio is None:
             qi, ti = features.mutual_matches(p, w)
         else:
@@ -428,7 +438,7 @@ class Matcher:
 
     def _shape_error(self, quad: np.ndarray, size) -> float:
         """How far the matched footprint's shape is from the camera model's: the RMS of its
-        corners after the best similarity onto them, over the model footprint's RMS radius."""
+        corners after the best similarity onto them, over the matched footprint's RMS radius."""
         if self._camera is None:
             return 0.0
         model = photo_view.ground_offsets(
