@@ -71,7 +71,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import features, photo_view, tiling
+from . import features, fit_geometry, photo_view, tiling
 from .camera import Camera
 from .errors import UserError
 from .photo_view import PhotoView
@@ -104,8 +104,9 @@ SIMILAR_INLIERS = 8
 SIMILAR_SHARE = 0.1
 SIMILAR_SCALE = 1.35
 # A centre outside the inliers' hull is read through the camera's rectified view and a
-# similarity (`_similarity_fitter`): a homography fitted on the near ground extrapolates its
-# perspective terms wildly (6-10 m off at 18-42 inliers on oblique synthetic photos).
+# similarity (`fit_geometry.similarity_fitter`): a homography fitted on the near ground
+# extrapolates its perspective terms wildly (6-10 m off at 18-42 inliers on oblique
+# synthetic photos).
 CENTRE_BY_SIMILARITY = True
 # A weak fit (fewer than SHAPE_INLIERS inliers) whose footprint, brought onto the camera
 # model's by the best similarity, is off by more than SHAPE_MAX of its size (RMS of the
@@ -414,42 +415,31 @@ class Matcher:
         if not self._plausible(ground, size, expected):
             m.reason = "implausible footprint (folded, or far off the expected size)"
             return m
-        if SHAPE_MAX and m.inliers < SHAPE_INLIERS and self._shape_error(ground, size) > SHAPE_MAX:
+        if (
+            SHAPE_MAX
+            and m.inliers < SHAPE_INLIERS
+            and fit_geometry.shape_error(self._camera, size, ground) > SHAPE_MAX
+        ):
             m.reason = "footprint's shape unlike the camera's (a distorted fit)"
             return m
         w, h = size
         key = np.float64([[(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2 - h / 4]])
-        fit = _fit_homography
+        fit = fit_geometry.fit_homography
         hull = cv2.convexHull(np.float32(src[inl]).reshape(-1, 1, 2))
         outside = cv2.pointPolygonTest(hull, (float(key[0, 0]), float(key[0, 1])), False) < 0
         if CENTRE_BY_SIMILARITY and self._camera is not None and outside:
-            fit = _similarity_fitter(view.to_photo)
+            fit = fit_geometry.similarity_fitter(view.to_photo)
             H = fit(src[inl], dst[inl])
         centre, up = window.to_ground(H, key)
         m.x, m.y = float(centre[0]), float(centre[1])
-        m.heading_deg = _bearing(centre, up)
+        m.heading_deg = fit_geometry.bearing(centre, up)
         m.footprint = [(float(a), float(b)) for a, b in [*ground, ground[0]]]  # closed ring
-        m.centre_sigma_m, m.heading_sigma_deg = _bootstrap(
-            src[inl], dst[inl], key, window.to_ground, window.res, fit
+        m.centre_sigma_m, m.heading_sigma_deg = fit_geometry.bootstrap(
+            src[inl], dst[inl], key, window.to_ground, window.res, BOOTSTRAP, fit
         )
         m.confidence = (1 - math.exp(-m.inliers / INLIER_SCALE)) * min(1.0, m.spread / FULL_SPREAD)
         m.ok = True
         return m
-
-    def _shape_error(self, quad: np.ndarray, size) -> float:
-        """How far the matched footprint's shape is from the camera model's: the RMS of its
-        corners after the best similarity onto them, over the matched footprint's RMS radius."""
-        if self._camera is None:
-            return 0.0
-        model = photo_view.ground_offsets(
-            self._camera, size, photo_view.ground_part(self._camera, size)
-        )
-        p = model - model.mean(0)
-        q = np.float64(quad) - np.mean(quad, 0)
-        zp, zq = p[:, 0] + 1j * p[:, 1], q[:, 0] + 1j * q[:, 1]
-        a = np.vdot(zp, zq) / np.vdot(zp, zp)
-        r = a * zp - zq
-        return float(np.sqrt(np.mean(np.abs(r) ** 2)) / np.sqrt(np.mean(np.abs(zq) ** 2)))
 
     def _plausible(self, quad: np.ndarray, size, expected_m: float) -> bool:
         """A convex footprint of about the area the camera model predicts (with a camera:
@@ -461,56 +451,6 @@ class Matcher:
         if self._camera is None:
             return 1 / MAX_AREA_RATIO <= ratio <= MAX_AREA_RATIO * 2
         return 1 / CAMERA_AREA_RATIO <= ratio <= CAMERA_AREA_RATIO
-
-
-def _bearing(a: np.ndarray, b: np.ndarray) -> float:
-    return float(math.degrees(math.atan2(b[0] - a[0], b[1] - a[1])) % 360)
-
-
-def _fit_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-    return cv2.findHomography(src, dst, 0)[0]
-
-
-def _similarity_fitter(to_photo: np.ndarray):
-    """A fit of photo -> window pixels through the camera's rectified view (`to_photo`: view
-    -> photo pixels) and a least-squares similarity of the view onto the window: the camera
-    model, not the homography's perspective terms, carries the fit beyond its points."""
-    to_view = np.linalg.inv(to_photo)
-
-    def fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-        pv = cv2.perspectiveTransform(np.float64(src).reshape(-1, 1, 2), to_view).reshape(-1, 2)
-        n = len(pv)
-        if n < 2:
-            return None
-        a = np.zeros((2 * n, 4))  # [x' y'] = [p -q; q p] [x y] + t
-        a[0::2] = np.column_stack([pv[:, 0], -pv[:, 1], np.ones(n), np.zeros(n)])
-        a[1::2] = np.column_stack([pv[:, 1], pv[:, 0], np.zeros(n), np.ones(n)])
-        p, q, tx, ty = np.linalg.lstsq(a, np.float64(dst).reshape(-1), rcond=None)[0]
-        return np.array([[p, -q, tx], [q, p, ty], [0.0, 0.0, 1.0]]) @ to_view
-
-    return fit
-
-
-def _bootstrap(src, dst, key, to_ground, res, fit=_fit_homography) -> tuple[float, float]:
-    rng = np.random.default_rng(0)  # fixed: the same photo gives the same uncertainty
-    centres, headings = [], []
-    n = len(src)
-    for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, n, n)
-        h = fit(src[pick], dst[pick])
-        if h is None:
-            continue
-        c, u = to_ground(h, key)
-        centres.append(c)
-        headings.append(_bearing(c, u))
-    if len(centres) < 3:
-        return float("nan"), float("nan")
-    c = np.array(centres)
-    spread = float(np.sqrt(np.mean(np.sum((c - c.mean(0)) ** 2, axis=1))))
-    angles = np.radians(headings)
-    r = math.hypot(np.mean(np.sin(angles)), np.mean(np.cos(angles)))
-    circ_sd = math.degrees(math.sqrt(max(-2 * math.log(max(r, 1e-12)), 0.0)))
-    return spread + res / 2, circ_sd
 
 
 def _open_same(raster: str, identity: dict | None):
