@@ -36,7 +36,9 @@ homography fails is tried once more as a **similarity** (the ground view is rect
 maps onto the window by a turn and a scale: 2-point samples find a consensus among few matches
 that 4-point homography samples miss): at least SIMILAR_INLIERS and SIMILAR_SHARE of the
 matches, a scale within SIMILAR_SCALE and a turn within the yaw error, the homography refitted
-on its inliers and judged as above at the lower bar. Its confidence is
+on its inliers and judged as above at the lower bar. A weak fit (under SHAPE_INLIERS inliers)
+must also keep the camera model's footprint shape (within SHAPE_MAX after the best similarity):
+a distorted one is a chance consensus or a true place fitted badly. Its confidence is
 (1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
 
 Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
@@ -50,8 +52,12 @@ Refinement, from the accepted homography (pixel centres throughout: window pixel
 x0 + (p + 0.5) * res, the photo's centre is ((w-1)/2, (h-1)/2)): the footprint of the photo's
 ground part, its centre (where the optical axis meets the ground: the image centre), and its
 heading (the bearing of the photo's "up"), each with an uncertainty from refitting the
-homography on BOOTSTRAP resamples of the inliers (RMS of the centre's displacement, plus half a
-window pixel; standard deviation of the heading).
+homography on BOOTSTRAP resamples of the inliers. When the centre lies outside the inliers'
+hull (an oblique photo matched on its near ground), the homography's perspective terms would
+extrapolate it: it is read instead through the camera's rectified view and a least-squares
+similarity of the inliers (CENTRE_BY_SIMILARITY), refitted the same way for its uncertainty
+(RMS of the centre's displacement, plus half a window pixel; standard deviation of the
+heading).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import features, photo_view, tiling
+from . import features, fit_geometry, photo_view, tiling
 from .camera import Camera
 from .errors import UserError
 from .photo_view import PhotoView
@@ -97,6 +103,17 @@ GUIDED = True  # match only near where the priors put each photo keypoint (see `
 SIMILAR_INLIERS = 8
 SIMILAR_SHARE = 0.1
 SIMILAR_SCALE = 1.35
+# A centre outside the inliers' hull is read through the camera's rectified view and a
+# similarity (`fit_geometry.similarity_fitter`): a homography fitted on the near ground
+# extrapolates its perspective terms wildly (6-10 m off at 18-42 inliers on oblique
+# synthetic photos).
+CENTRE_BY_SIMILARITY = True
+# A weak fit (fewer than SHAPE_INLIERS inliers) whose footprint, brought onto the camera
+# model's by the best similarity, is off by more than SHAPE_MAX of its size (RMS of the
+# corners) is distorted: a chance consensus (false accepts measured at 0.27-0.45) or a true
+# place fitted badly (0.21-0.36; the similarity fallback then refits it); true fits: <= 0.11.
+SHAPE_MAX = 0.2
+SHAPE_INLIERS = STRONG_INLIERS
 
 
 class RasterUnavailable(UserError):
@@ -398,14 +415,27 @@ class Matcher:
         if not self._plausible(ground, size, expected):
             m.reason = "implausible footprint (folded, or far off the expected size)"
             return m
+        if (
+            SHAPE_MAX
+            and m.inliers < SHAPE_INLIERS
+            and fit_geometry.shape_error(self._camera, size, ground) > SHAPE_MAX
+        ):
+            m.reason = "footprint's shape unlike the camera's (a distorted fit)"
+            return m
         w, h = size
         key = np.float64([[(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2 - h / 4]])
+        fit = fit_geometry.fit_homography
+        hull = cv2.convexHull(np.float32(src[inl]).reshape(-1, 1, 2))
+        outside = cv2.pointPolygonTest(hull, (float(key[0, 0]), float(key[0, 1])), False) < 0
+        if CENTRE_BY_SIMILARITY and self._camera is not None and outside:
+            fit = fit_geometry.similarity_fitter(view.to_photo)
+            H = fit(src[inl], dst[inl])
         centre, up = window.to_ground(H, key)
         m.x, m.y = float(centre[0]), float(centre[1])
-        m.heading_deg = _bearing(centre, up)
+        m.heading_deg = fit_geometry.bearing(centre, up)
         m.footprint = [(float(a), float(b)) for a, b in [*ground, ground[0]]]  # closed ring
-        m.centre_sigma_m, m.heading_sigma_deg = _bootstrap(
-            src[inl], dst[inl], key, window.to_ground, window.res
+        m.centre_sigma_m, m.heading_sigma_deg = fit_geometry.bootstrap(
+            src[inl], dst[inl], key, window.to_ground, window.res, BOOTSTRAP, fit
         )
         m.confidence = (1 - math.exp(-m.inliers / INLIER_SCALE)) * min(1.0, m.spread / FULL_SPREAD)
         m.ok = True
@@ -421,32 +451,6 @@ class Matcher:
         if self._camera is None:
             return 1 / MAX_AREA_RATIO <= ratio <= MAX_AREA_RATIO * 2
         return 1 / CAMERA_AREA_RATIO <= ratio <= CAMERA_AREA_RATIO
-
-
-def _bearing(a: np.ndarray, b: np.ndarray) -> float:
-    return float(math.degrees(math.atan2(b[0] - a[0], b[1] - a[1])) % 360)
-
-
-def _bootstrap(src, dst, key, to_ground, res) -> tuple[float, float]:
-    rng = np.random.default_rng(0)  # fixed: the same photo gives the same uncertainty
-    centres, headings = [], []
-    n = len(src)
-    for _ in range(BOOTSTRAP):
-        pick = rng.integers(0, n, n)
-        h, _ = cv2.findHomography(src[pick], dst[pick], 0)
-        if h is None:
-            continue
-        c, u = to_ground(h, key)
-        centres.append(c)
-        headings.append(_bearing(c, u))
-    if len(centres) < 3:
-        return float("nan"), float("nan")
-    c = np.array(centres)
-    spread = float(np.sqrt(np.mean(np.sum((c - c.mean(0)) ** 2, axis=1))))
-    angles = np.radians(headings)
-    r = math.hypot(np.mean(np.sin(angles)), np.mean(np.cos(angles)))
-    circ_sd = math.degrees(math.sqrt(max(-2 * math.log(max(r, 1e-12)), 0.0)))
-    return spread + res / 2, circ_sd
 
 
 def _open_same(raster: str, identity: dict | None):
