@@ -24,7 +24,7 @@ from geobridge_qgis.core.posterior import MAX_RANGE_M, SIGMAS, metadata_prior
 from geobridge_qgis.core.priors import PriorOptions
 from geobridge_qgis.core.refine import Match
 from geobridge_qgis.core.results import QueryRecord, write_results
-from geolab.calibrate import fit_platt
+from geolab.calibrate import fit, fit_platt
 from geolab.levels import expected_calibration_error, reliability
 
 SIZE = (640, 480)
@@ -217,6 +217,27 @@ def test_platt_fit_recovers_known_coefficients():
     y = rng.uniform(size=x.size) < 1 / (1 + np.exp(-(0.7 + 1.5 * x)))
     a, b = fit_platt(x, y, l2=0.0)
     assert a == pytest.approx(0.7, abs=0.15) and b == pytest.approx(1.5, abs=0.15)
+
+
+def test_calibration_never_learns_certainty_from_a_few_dozen_hits():
+    """38 metadata candidates that all hit and 2 that miss, the feature separating them: 0/1
+    targets would fit a near-certain slope; Platt's targets keep the hits' mean probability at
+    near (38 + 1) / (38 + 2) and the top one short of "100.0 %"."""
+    rng = np.random.default_rng(5)
+    feats = rng.uniform(2, 9, 38)
+    hits = [{"kind": "metadata", "feature": float(f), "error_m": 5.0} for f in feats]
+    misses = [{"kind": "metadata", "feature": float(f), "error_m": 80.0} for f in (0.5, 1.0)]
+    allhit = [{"kind": "refined", "feature": 0.8, "error_m": 1.0}] * 24
+    table = fit(hits + misses + allhit)
+    p_hits = [fusion.calibrated("metadata", f, table) for f in feats]
+    p_all = [*p_hits, *(fusion.calibrated("metadata", f, table) for f in (0.5, 1.0))]
+    # A fit with an intercept matches the targets' mean: 38 x 39/40 and 2 x 1/4, over 40.
+    assert np.mean(p_all) == pytest.approx((38 * 39 / 40 + 2 / 4) / 40, abs=2e-3)
+    assert 0.9 < np.mean(p_hits) < 39 / 40
+    assert max(p_hits) < 0.999 and fusion.calibrated("metadata", 0.5, table) < min(p_hits)
+    assert fusion.calibrated("refined", 0.8, table) == pytest.approx(25 / 26, rel=1e-3)
+    a, b = fit_platt([*feats, 0.5, 1.0], [1] * 38 + [0, 0])  # hard targets: near certain
+    assert 1 / (1 + math.exp(-(a + b * feats.max()))) > 0.9999
 
 
 def test_conflict_and_uncertainty_reach_the_geopackage_and_json(sat, tmp_path):
