@@ -75,12 +75,13 @@ from . import features, fit_geometry, photo_view, tiling
 from .camera import Camera
 from .errors import UserError
 from .photo_view import PhotoView
+from .posterior import SIGMAS
 
 log = logging.getLogger(__name__)
 
 WINDOW_MAX_PX = 1600  # 1600^2 RGB = 7.7 MB, SIFT keeps <= 12,000 keypoints; larger is read coarser
 RADIUS_OF_CHIP = math.sqrt(0.5)  # default search radius: the photo's centre is in the chip
-YAW_ERROR_DEG = 30.0  # a compass and gimbal can be this far off (real files: up to 16)
+YAW_ERROR_DEG = 3 * SIGMAS.yaw_deg  # the error model's 3 sigma of compass and gimbal
 YAW_STEP_DEG = 15.0  # upright descriptions tolerate about half of this
 RATIO = 0.8
 RANSAC_PX = 6.0  # window px; on synthetic photos 0-50 deg, 4 and 8 px accept fewer within 5 m
