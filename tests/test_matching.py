@@ -154,12 +154,13 @@ def test_unknown_features_name_is_refused(sat):
         refine.Matcher(str(SAT), sat[2], features="orb")
 
 
-@pytest.mark.parametrize("turn", [5.0, 60.0])
-def test_similarity_fallback_finds_few_true_matches_and_keeps_the_yaw_gate(sat, turn):
+@pytest.mark.parametrize(("turn", "heading"), [(5.0, 0.0), (60.0, 0.0), (60.0, None)])
+def test_similarity_fallback_finds_few_true_matches_and_keeps_the_yaw_gate(sat, turn, heading):
     """Ten matches that agree by a turn and a scale near 1, among fifty random ones: the
     similarity finds them (and a homography on them) when the turn is within the yaw error,
-    and refuses a turn beyond it."""
+    and refuses a turn beyond it; without a compass any turn goes (the view is not north-up)."""
     m = _matcher(sat, "sift")
+    m._camera = Camera(0.0, 0.0, 100.0, heading, 0.0, 70.0)
     corners = np.float64([[0, 0], [399, 0], [399, 399], [0, 399]])
     view = photo_view.PhotoView(np.zeros((400, 400, 3), np.uint8), None, np.eye(3), corners, 0.5)
     window = refine._Window(np.zeros((800, 800, 3), np.uint8), 0.0, 400.0, 0.5)
@@ -170,7 +171,7 @@ def test_similarity_fallback_finds_few_true_matches_and_keeps_the_yaw_gate(sat, 
     pv = np.vstack([good, rng.uniform(0, 400, (50, 2))]).astype(np.float32)
     dst = np.vstack([good @ rot.T + [200, 150], rng.uniform(0, 800, (50, 2))]).astype(np.float32)
     out = m._similar(pv, pv, dst, view, window)
-    if turn > refine.YAW_ERROR_DEG + 5:
+    if heading is not None and turn > refine.YAW_ERROR_DEG + 5:
         assert out is None
         return
     H, inl = out

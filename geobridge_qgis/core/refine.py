@@ -360,10 +360,10 @@ class Matcher:
         dst = w.points[ti]
         H, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, RANSAC_PX, maxIters=5000,
                                      confidence=0.999)  # fmt: skip
-        if H is None:
-            m.reason = "no consistent transform"
-            return m
-        out = self._judge(m, H, src, dst, mask.ravel().astype(bool), view, window, expected)
+        if H is None:  # few matches, mostly wrong: the similarity below may still find them
+            m.reason, out = "no consistent transform", m
+        else:
+            out = self._judge(m, H, src, dst, mask.ravel().astype(bool), view, window, expected)
         if out.ok or not SIMILAR_INLIERS or self._camera is None:
             return out
         sim = self._similar(p.points[qi], src, dst, view, window)
@@ -376,10 +376,10 @@ class Matcher:
 
     def _similar(self, pv, src, dst, view, window):
         """The photo's ground view is rectified by the camera: it should map onto the window by
-        a similarity (a turn within the yaw error, a scale near the resolutions' ratio). Fitted
-        with RANSAC on 2-point samples it finds a consensus a full homography (4 points, 8
-        degrees of freedom) misses among few matches; the homography is then refitted on its
-        inliers. (H photo -> window, inliers) or None."""
+        a similarity (a turn within the yaw error when there is a compass, a scale near the
+        resolutions' ratio). RANSAC on 2-point samples finds a consensus a full homography (4
+        points) misses among few matches; the homography is refitted on its inliers.
+        (H photo -> window, inliers) or None."""
         A, sm = cv2.estimateAffinePartial2D(pv.astype(np.float32), dst, method=cv2.RANSAC,
                                             ransacReprojThreshold=RANSAC_PX, maxIters=5000,
                                             confidence=0.999)  # fmt: skip
@@ -387,7 +387,8 @@ class Matcher:
             return None
         scale = math.hypot(A[0, 0], A[1, 0]) * window.res / view.res
         turn = math.degrees(math.atan2(A[1, 0], A[0, 0]))
-        if not 1 / SIMILAR_SCALE <= scale <= SIMILAR_SCALE or abs(turn) > YAW_ERROR_DEG + 5:
+        turned = self._camera.heading_deg is not None and abs(turn) > YAW_ERROR_DEG + 5  # compass
+        if not 1 / SIMILAR_SCALE <= scale <= SIMILAR_SCALE or turned:
             return None
         sin = sm.ravel().astype(bool)
         H, _ = cv2.findHomography(src[sin], dst[sin], 0)
