@@ -87,8 +87,8 @@ def test_prior_propagates_the_error_model(sat):
 
 
 def test_prior_probability_leaves_room_for_gnss_jumps(sat):
-    """However tight the Gaussian, a share of GNSS fixes jump: P(within r) never reaches 1,
-    and a jump shorter than r still lands within it."""
+    """However tight the Gaussian, a share of GNSS fixes jump: P(within r) stays below 1 while
+    a jump can land beyond r, and a jump shorter than r still lands within it."""
     _, crs, (x0, y0) = sat
     p = metadata_prior(meta_for(crs, Camera(x0, y0, 100.0, 30.0, 0.0, 70.0)), SIZE,
                        PriorOptions(), crs)  # fmt: skip

@@ -124,8 +124,9 @@ class MetadataPrior:
     def p_within(self, radius_m: float) -> float:
         """The prior's own probability that the truth lies within radius_m of its point: the
         Gaussian (the wedge: the share of its length within reach) for all but the share of
-        GNSS jumps, which land within reach as often as their length allows. Never 1: a
-        drone's metadata is sometimes wrong by more than its noise."""
+        GNSS jumps, which land within reach as often as their length allows. Below 1 while a
+        jump can land beyond radius_m: a drone's metadata is sometimes wrong by more than its
+        noise."""
         if self.wedge is not None:
             near, far = self.wedge
             p = min(1.0, 2 * radius_m / max(far - near, 1e-6))
