@@ -33,11 +33,15 @@ def clustered(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def grid_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """The N clustered vectors and their chip ids (not row numbers), the same every call."""
+    x = clustered(N, D, np.random.default_rng(5))
+    return x, np.arange(N, dtype=np.int64) * 3 + 11
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    x = clustered(N, D, rng)
-    ids = np.arange(N, dtype=np.int64) * 3 + 11  # chip ids are not row numbers
+    x, ids = grid_vectors()
     path = tmp_path_factory.mktemp("filtered") / "vectors.faiss"
     # HNSW was the engine's choice above the exact limit: its indexes are still searched.
     assert S.write_vectors(path, x, ids, factory=S.HNSW) == "IDMap2,HNSW32"
@@ -83,14 +87,20 @@ def check(searcher, x, ids, rows, q) -> float:
     return recall(found[:, :want], exact_ids(x, ids, rows, q, want))
 
 
-def test_filtered_search_matches_exact_search(big):
-    searcher, x, ids = big
-    rng = np.random.default_rng(8)
+def plans_at_full_recall(searcher, x, ids, rng: np.random.Generator) -> dict[int, str]:
+    """Every allowed set (`allowed_sets`) searched and checked: recall@K >= 0.95 against exact
+    search over the allowed ids. Returns how each size was answered ("exact" or "index")."""
     plans = {}
     for m, kind, rows in allowed_sets(rng):
         plans[m] = searcher.plan(m, K, 1)[0]
         r = check(searcher, x, ids, rows, queries_for(x, rows, rng))
         assert r >= 0.95, (m, kind, r)
+    return plans
+
+
+def test_filtered_search_matches_exact_search(big):
+    searcher, x, ids = big
+    plans = plans_at_full_recall(searcher, x, ids, np.random.default_rng(8))
     # Both ways of answering are exercised: small sets exactly, the largest by the graph walk.
     assert plans == {10: "exact", 100: "exact", 1_000: "exact", 10_000: "exact",
                      100_000: "index"}  # fmt: skip

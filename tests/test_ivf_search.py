@@ -14,7 +14,17 @@ import faiss
 import numpy as np
 import pytest
 from pyproj import CRS
-from test_filtered_search import N, allowed_sets, clustered, exact_ids, queries_for, recall
+from test_filtered_search import (
+    N,
+    check,
+    clustered,
+    exact_ids,
+    grid_vectors,
+    plans_at_full_recall,
+    queries_for,
+    recall,
+)
+from test_scale import merged_on_disk
 
 from geobridge_qgis.core import chipid
 from geobridge_qgis.core import search as S
@@ -26,24 +36,11 @@ D, K = 64, 10
 
 @pytest.fixture(scope="module")
 def ivf(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    x = clustered(N, D, rng)
-    ids = np.arange(N, dtype=np.int64) * 3 + 11  # chip ids are not row numbers
+    x, ids = grid_vectors()
     path = tmp_path_factory.mktemp("ivf") / "vectors.faiss"
     assert S.write_vectors(path, x, ids) == "IVF1024,SQ8"  # the engine's choice at 250k
     index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
     return S.VectorSearch(index), x, ids
-
-
-def check(searcher, x, ids, rows, q) -> float:
-    scores, found = searcher.search(q, K, ids[rows])
-    want = min(K, len(rows))
-    assert found.shape == (len(q), K)
-    assert (found[:, :want] >= 0).all() and (found[:, want:] == -1).all()  # k results
-    assert np.isin(found[:, :want], ids[rows]).all()  # only allowed chips
-    assert all(len(set(r[:want])) == want for r in found)
-    assert (np.diff(scores[:, :want], axis=1) <= 1e-6).all()  # best first
-    return recall(found[:, :want], exact_ids(x, ids, rows, q, want))
 
 
 def test_engine_ivf_opens_memory_mapped(ivf):
@@ -64,12 +61,7 @@ def test_unfiltered_ivf_search(ivf):
 
 def test_filtered_ivf_search_matches_exact_search(ivf):
     searcher, x, ids = ivf
-    rng = np.random.default_rng(8)
-    plans = {}
-    for m, kind, rows in allowed_sets(rng):
-        plans[m] = searcher.plan(m, K, 1)[0]
-        r = check(searcher, x, ids, rows, queries_for(x, rows, rng))
-        assert r >= 0.95, (m, kind, r)
+    plans = plans_at_full_recall(searcher, x, ids, np.random.default_rng(8))
     # Both ways are exercised: small sets by the lists holding them, large by a widened scan.
     assert plans == {10: "exact", 100: "exact", 1_000: "exact", 10_000: "index",
                      100_000: "index"}  # fmt: skip
@@ -111,16 +103,7 @@ def test_short_scans_are_answered_exactly(ivf):
 def _merged(tmp_path: Path, x: np.ndarray, ids: np.ndarray, factory: str) -> faiss.Index:
     from geobridge_scale import ivf as scale_ivf
 
-    trained = scale_ivf.train_ivf(x[:20_000], factory)
-    faiss.write_index(trained, str(tmp_path / "trained.faiss"))
-    parts = []
-    for b, rows in enumerate(np.array_split(np.arange(len(ids)), 4)):
-        parts.append(tmp_path / f"b{b}.faiss")
-        scale_ivf.fill_block(tmp_path / "trained.faiss", ids[rows], x[rows], parts[-1])
-    folder = tmp_path / "merged"
-    folder.mkdir()
-    scale_ivf.merge(tmp_path / "trained.faiss", parts, folder)
-    return scale_ivf.open_ondisk(folder)
+    return scale_ivf.open_ondisk(merged_on_disk(tmp_path, x, ids, factory, 20_000, 4))
 
 
 def test_merged_ondisk_index_answers_a_region_filtered_locate(tmp_path):

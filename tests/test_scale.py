@@ -309,6 +309,25 @@ def test_a_box_is_a_few_id_ranges(max_ranges):
         assert np.array_equal(covered, inside)  # exact when enough ranges are allowed
 
 
+def merged_on_disk(tmp_path: Path, x, ids, factory: str, train: int, blocks: int) -> Path:
+    """An index built as geobridge_scale builds one: trained on the first `train` vectors,
+    filled block by block (`blocks` of them), merged on disk; the folder holding it."""
+    import faiss
+
+    from geobridge_scale import ivf
+
+    trained = ivf.train_ivf(x[:train], factory)
+    faiss.write_index(trained, str(tmp_path / "trained.faiss"))
+    parts = []
+    for b, rows in enumerate(np.array_split(np.arange(len(ids)), blocks)):
+        parts.append(tmp_path / f"b{b}.faiss")
+        ivf.fill_block(tmp_path / "trained.faiss", ids[rows], x[rows], parts[-1])
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    ivf.merge(tmp_path / "trained.faiss", parts, folder)
+    return folder
+
+
 def test_ivf_merged_on_disk_opens_mapped_and_filters_by_box(tmp_path):
     faiss = pytest.importorskip("faiss")
     from geobridge_scale import ivf
@@ -319,15 +338,7 @@ def test_ivf_merged_on_disk_opens_mapped_and_filters_by_box(tmp_path):
     ids = chipid.encode(0, kx.ravel(), ky.ravel())
     x = rng.standard_normal((len(ids), 32)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    trained = ivf.train_ivf(x[:3000], "IVF16,SQ8")
-    faiss.write_index(trained, str(tmp_path / "trained.faiss"))
-    parts = []
-    for b, rows in enumerate(np.array_split(np.arange(len(ids)), 5)):
-        parts.append(tmp_path / f"b{b}.faiss")
-        ivf.fill_block(tmp_path / "trained.faiss", ids[rows], x[rows], parts[-1])
-    folder = tmp_path / "built"
-    folder.mkdir()
-    ivf.merge(tmp_path / "trained.faiss", parts, folder)
+    folder = merged_on_disk(tmp_path, x, ids, "IVF16,SQ8", 3000, 5)
     moved = folder.rename(tmp_path / "moved")  # the ivfdata is found beside the index
     index = ivf.open_ondisk(moved)
     assert index.ntotal == len(ids)
