@@ -98,6 +98,21 @@ def plans_at_full_recall(searcher, x, ids, rng: np.random.Generator) -> dict[int
     return plans
 
 
+def efforts_at_full_recall(searcher, x, ids, rng: np.random.Generator) -> list[int]:
+    """Regions of 10,000 and 100,000 rows, each answered by the index itself (the exact way
+    switched off by the caller) at recall@K >= 0.95: the search effort (efSearch or nprobe)
+    each was given."""
+    efforts = []
+    for m in (10_000, 100_000):
+        start = int(rng.integers(0, N - m))
+        rows = np.arange(start, start + m)
+        how, effort = searcher.plan(m, K, 1)
+        assert how == "index"
+        efforts.append(effort)
+        assert check(searcher, x, ids, rows, queries_for(x, rows, rng)) >= 0.95, m
+    return efforts
+
+
 def test_filtered_search_matches_exact_search(big):
     searcher, x, ids = big
     plans = plans_at_full_recall(searcher, x, ids, np.random.default_rng(8))
@@ -112,15 +127,7 @@ def test_graph_walk_widens_with_selectivity(big, monkeypatch):
     searcher, x, ids = big
     monkeypatch.setattr(S, "EXACT_PER_EF", 0)
     monkeypatch.setattr(S, "EF_MAX", 10_000)
-    rng = np.random.default_rng(9)
-    efs = []
-    for m in (10_000, 100_000):
-        start = int(rng.integers(0, N - m))
-        rows = np.arange(start, start + m)
-        how, ef = searcher.plan(m, K, 1)
-        assert how == "index"
-        efs.append(ef)
-        assert check(searcher, x, ids, rows, queries_for(x, rows, rng)) >= 0.95, m
+    efs = efforts_at_full_recall(searcher, x, ids, np.random.default_rng(9))
     assert efs[0] >= 9 * efs[1]
 
 

@@ -16,8 +16,8 @@ import pytest
 from pyproj import CRS
 from test_filtered_search import (
     N,
-    check,
     clustered,
+    efforts_at_full_recall,
     exact_ids,
     grid_vectors,
     plans_at_full_recall,
@@ -72,15 +72,7 @@ def test_list_scan_widens_with_selectivity(ivf, monkeypatch):
     share shrinks 10x, because nprobe grows with it."""
     searcher, x, ids = ivf
     monkeypatch.setattr(S, "IVF_EXACT_ROWS", 0)
-    rng = np.random.default_rng(9)
-    probes = []
-    for m in (10_000, 100_000):
-        start = int(rng.integers(0, N - m))
-        rows = np.arange(start, start + m)
-        how, nprobe = searcher.plan(m, K, 1)
-        assert how == "index"
-        probes.append(nprobe)
-        assert check(searcher, x, ids, rows, queries_for(x, rows, rng)) >= 0.95, m
+    probes = efforts_at_full_recall(searcher, x, ids, np.random.default_rng(9))
     assert probes[0] >= 1.7 * probes[1] and probes[1] > searcher.nprobe
 
 
