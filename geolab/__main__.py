@@ -18,6 +18,12 @@ def cmd_train(args) -> int:
         cfg.steps = args.steps
     if args.max_minutes:
         cfg.max_minutes = args.max_minutes
+    if args.lr:
+        cfg.lr = args.lr
+    if args.init:
+        cfg.init = str(args.init.resolve())
+        cfg.warmup = 20
+    cfg.hard_negatives = args.hard_negatives
     if args.worlds:
         # Seeds 1000, 1001, ...: more worlds than the default take the next seeds.
         cfg.seeds = tuple(range(cfg.seeds[0], cfg.seeds[0] + args.worlds))
@@ -84,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="optimiser steps (default 400)")
     p.add_argument("--worlds", type=int, help="number of training worlds (default 12)")
     p.add_argument("--max-minutes", type=float, help="stop training after this long (25)")
+    p.add_argument("--init", type=Path, help="a second stage: start from this geobridge-demo.pth")
+    p.add_argument("--lr", type=float, help="peak learning rate (5e-4)")
+    p.add_argument(
+        "--hard-negatives",
+        action="store_true",
+        help="half of each batch from one neighbourhood (for a second stage)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ablate", help="train variants briefly and compare them (ablation.py)")

@@ -58,6 +58,9 @@ class TrainConfig:
     augment: bool = True  # mirror both views, jitter the drone view's colours
     multi_scale: bool = True  # satellite crops of 90-160 m; False: always 125 m
     hard_negatives: bool = False  # half of each batch from one neighbourhood of one world
+    # A second stage starts from a finished run's weights with its own warm-up and cosine
+    # (the first stage's decay has reached zero: going on with it would not learn).
+    init: str | None = None  # a geobridge-demo.pth to start from; None: random weights
 
 
 def bf16_is_fast() -> bool:
@@ -180,6 +183,11 @@ def train(
     for sub in (config, config.vision_config, config.text_config):
         sub._attn_implementation = "sdpa"  # training speed; export uses eager
     model = GeoBridge(config, TRAIN_TOWERS)
+    if cfg.init is not None:
+        if not Path(cfg.init).is_file():
+            raise UserError(f"{cfg.init}: no such checkpoint to start from")
+        # weights_only: a state dict of tensors; nothing that runs code.
+        model.load_state_dict(torch.load(cfg.init, weights_only=True))
     px = model.image_size
 
     t0 = time.perf_counter()

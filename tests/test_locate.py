@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,29 @@ def test_overlapping_chips_of_two_scales_merge(scene):
     assert first.lon == pytest.approx(15.0138, abs=1e-3)  # UTM 33N -> lon/lat
 
 
+def test_a_place_several_chips_support_outranks_a_lone_chip():
+    """A lone chip of cosine 0.90 against a place whose three overlapping chips score 0.88,
+    0.87 and 0.86: the place holds most of the retrieval softmax's mass and ranks first; its
+    probability is that share, its `cosine` still its best chip's."""
+    q = np.eye(16, dtype=np.float32)[:1]
+    other = np.eye(16, dtype=np.float32)[1]
+
+    def emb(cos):
+        return cos * q[0] + math.sqrt(1 - cos**2) * other
+
+    embs = [emb(0.90), emb(0.88), emb(0.87), emb(0.86)]
+    boxes = [(509000, 5509000, 100), (501000, 5501000, 100), (501040, 5501000, 100),
+             (501020, 5501020, 150)]  # fmt: skip
+    res = locate(hand_index(embs, boxes), q, logit_scale=20.0, top_k=2, heatmap=False)
+    place, lone = res.candidates
+    assert sorted(place.chip_ids) == [11, 12, 13] and lone.chip_ids == [10]
+    assert place.cosine == pytest.approx(0.88, abs=1e-5)
+    assert lone.cosine == pytest.approx(0.90, abs=1e-5)
+    mass = np.exp(20 * (np.array([0.88, 0.87, 0.86, 0.90]) - 0.90))
+    assert place.probability == pytest.approx(mass[:3].sum() / mass.sum(), abs=1e-4)
+    assert place.score > lone.score and [c.retrieval_rank for c in res.candidates] == [1, 2]
+
+
 def test_search_limited_to_a_region(scene):
     index, q = scene
     region = tiling.Region.from_bbox("502900,5502900,503100,5503100", UTM)
@@ -109,7 +133,9 @@ def test_results_geopackage_reads_back(scene, tmp_path):
     }
     heat = gdal.Open(f"GPKG:{out}:heatmap_1")
     assert heat.GetRasterBand(1).DataType == gdal.GDT_Float32
-    assert np.nanmax(heat.ReadAsArray()) == pytest.approx(res.candidates[0].score, abs=1e-5)
+    assert np.nanmax(heat.ReadAsArray()) == pytest.approx(
+        max(c.cosine for c in res.candidates), abs=1e-5
+    )
 
 
 def test_photo_orientation_and_alpha(tmp_path):

@@ -178,3 +178,27 @@ def test_similarity_fallback_finds_few_true_matches_and_keeps_the_yaw_gate(sat, 
     assert inl[:10].all() and inl[10:].sum() <= 2
     back = cv2.perspectiveTransform(np.float64(good).reshape(-1, 1, 2), H).reshape(-1, 2)
     assert np.abs(back - (good @ rot.T + [200, 150])).max() < 0.5
+
+
+@pytest.mark.parametrize("offset", [(-140.0, 90.0), (300.0, -200.0), (-400.0, -350.0)])
+def test_dense_alignment_places_a_photo_local_features_cannot(sat, offset, monkeypatch):
+    """Blurred and with its colours inverted (another season, another sensor), the photo keeps
+    its edges but loses the local features' matches; aligned densely it lands on the truth,
+    and 500 m away nothing is accepted."""
+    x0, y0 = sat[3]
+    cam = Camera(x0 + offset[0], y0 + offset[1], 120.0, 30.0, 20.0, 70.0)
+    photo = 255 - cv2.GaussianBlur(exact_photo(sat, cam), (0, 0), 3)[..., ::-1]
+    truth = np.array(cam.centre_ground())
+    out = {}
+    for dense in (False, True):
+        monkeypatch.setattr(refine, "DENSE", dense)
+        m = _matcher(sat)
+        m.set_photo(photo, replace(cam, x=0.0, y=0.0))
+        out[dense] = m.match(truth[0] + 11.0, truth[1] - 7.0, 150.0)
+        assert not m.match(truth[0] + 400.0, truth[1] - 300.0, 150.0).ok
+    assert not out[False].ok
+    r = out[True]
+    assert r.ok and r.method.startswith("dense"), r.reason
+    assert math.hypot(r.x - truth[0], r.y - truth[1]) < 0.5
+    assert abs((r.heading_deg - 30.0 + 180) % 360 - 180) < 1.0
+    assert 0 < r.centre_sigma_m < 2.0

@@ -77,3 +77,41 @@ def bootstrap(
     r = math.hypot(np.mean(np.sin(angles)), np.mean(np.cos(angles)))
     circ_sd = math.degrees(math.sqrt(max(-2 * math.log(max(r, 1e-12)), 0.0)))
     return spread + res / 2, circ_sd
+
+
+def guide(camera: Camera, shape: tuple, pts: np.ndarray, to_photo: np.ndarray,
+          centre: tuple[float, float, float], angle: float,
+          window: tuple[float, float, float], yaw_step_deg: float):  # fmt: skip
+    """Where each photo keypoint (matched-image pixels `pts`, `to_photo` back to the photo's of
+    `shape`) should fall in the window ((x0, y1, res): its top-left corner and resolution), and
+    how far from it it may: the candidate's `centre` (x, y, radius), the camera's ground geometry
+    turned by the hypothesis' yaw offset `angle`; the reach allows the search radius, the yaw
+    step's error, 10 % of scale (altitude) and a few pixels."""
+    cx, cy, radius = centre
+    x0, y1, res = window
+    size = (shape[1], shape[0])
+    photo_px = cv2.perspectiveTransform(np.float64(pts).reshape(-1, 1, 2), to_photo).reshape(-1, 2)
+    mid = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
+    g = photo_view.ground_offsets(camera, size, np.vstack([photo_px, mid]))
+    rel = g[:-1] - g[-1]
+    a = math.radians(angle)  # offset +a: the true heading is a less than the tag
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    ground = rel @ rot.T + [cx, cy]
+    pred = np.column_stack([(ground[:, 0] - x0) / res - 0.5, (y1 - ground[:, 1]) / res - 0.5])
+    slack = 2 * math.sin(math.radians(yaw_step_deg / 4 + 5.0)) + 0.1
+    reach = (radius + slack * np.linalg.norm(rel, axis=1)) / res + 8.0
+    return pred, reach
+
+
+def plausible(camera: Camera | None, quad: np.ndarray, size: tuple[int, int], expected_m: float,
+              max_area_ratio: float, camera_area_ratio: float) -> bool:  # fmt: skip
+    """A convex footprint of about the area the camera model predicts (with a camera: its
+    ground part's, within `camera_area_ratio`; without: a 4:3 frame `expected_m` wide, within
+    `max_area_ratio`, twice that above: larger when oblique)."""
+    if not cv2.isContourConvex(np.float32(quad).reshape(-1, 1, 2)):
+        return False
+    area = abs(float(cv2.contourArea(np.float32(quad))))
+    ratio = area / photo_view.ground_area_m2(camera, size, expected_m)
+    if camera is None:
+        return 1 / max_area_ratio <= ratio <= max_area_ratio * 2
+    return 1 / camera_area_ratio <= ratio <= camera_area_ratio

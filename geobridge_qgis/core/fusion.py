@@ -116,7 +116,7 @@ def prior_match_candidate(match, prior: MetadataPrior, candidate_cls, crs):
     from .refine import ACCEPTED_BONUS, GEO_WEIGHT
 
     c.score = c.rank_score = GEO_WEIGHT * match.confidence + (ACCEPTED_BONUS if match.ok else 0.0)
-    c.cosine = 0.0
+    c.cosine = c.retrieval_score = 0.0
     c.heading_deg, c.heading_sigma_deg = match.heading_deg, match.heading_sigma_deg
     c.centre_sigma_m = match.centre_sigma_m
     c.retrieval_lonlat = (prior.lon, prior.lat)
@@ -129,9 +129,8 @@ def fuse(candidates: list, prior: MetadataPrior | None, crs, logit_scale: float,
          table: dict | None = None) -> list:  # fmt: skip
     """Order, flag and calibrate the candidates (see the module docstring)."""
     if candidates:
-        # The retrieval cosine, not the re-ranker's score: this is the retrieval evidence.
-        top = np.array([c.cosine if c.cosine is not None else c.score for c in candidates],
-                       np.float64)  # fmt: skip
+        # The retrieval score, not the re-ranker's: this is the retrieval evidence.
+        top = np.array([c.retrieval_score for c in candidates], np.float64)
         soft = np.exp(logit_scale * (top - top.max()))
         for c, p in zip(candidates, soft / soft.sum(), strict=True):
             c.retrieval_probability = float(p)

@@ -9,10 +9,14 @@ normalise(w_photo * photo + w_text * text), the paper's semantic anchor in the a
 
 Candidates. The top chips over all scales are merged: a chip joins the best-scoring candidate
 whose seed chip overlaps it (intersection over the smaller chip's area >= MERGE_OVERLAP), else
-it seeds a new one. A candidate's score is its seed's cosine; its probability is
-softmax(logit_scale * score) over the candidates retrieved; its location is the centroid of its
-chips weighted by softmax(logit_scale * cosine) within it (the score-weighted centroid, with the
-model's own temperature); its footprint is the seed chip's square.
+it seeds a new one. A candidate's score pools its chips: log(sum(exp(logit_scale * cosine))) /
+logit_scale, so that softmax(logit_scale * score) over the candidates, its probability, is the
+share of the retrieval softmax's mass that falls in it, and candidates are ranked by it: a place
+that several overlapping chips and scales support outranks one lone chip of the same cosine
+(measured on held-out worlds: more top-1s within 50 and 100 m than ranking by the best chip).
+Its location is the centroid of its chips weighted by softmax(logit_scale * cosine) within it
+(the model's own temperature); its footprint is the seed chip's square; `cosine` keeps the seed
+chip's cosine.
 
 After geometric re-ranking (core.refine) a candidate's `score` is the rank score that ordered
 it (its retrieval cosine stays in `cosine`), the probability is recomputed from that score, and
@@ -77,7 +81,7 @@ def fuse(photo: np.ndarray | None, text: np.ndarray | None, text_weight: float =
 @dataclass
 class Candidate:
     rank: int
-    score: float  # what ordered the candidates: the rank score once re-ranked, else `cosine`
+    score: float  # what ordered the candidates: the rank score once re-ranked, else pooled
     probability: float
     x: float  # in the index's grid CRS
     y: float
@@ -104,11 +108,14 @@ class Candidate:
     evidence: str = ""
     retrieval_probability: float = 0.0
     cosine: float | None = None  # the seed chip's retrieval cosine (default: `score`)
+    retrieval_score: float | None = None  # the pooled score that ranked it (default: `score`)
     merged_ranks: list[int] = field(default_factory=list)  # all retrieval ranks it stands for
 
     def __post_init__(self) -> None:
         if self.cosine is None:
             self.cosine = self.score
+        if self.retrieval_score is None:
+            self.retrieval_score = self.score
 
     def as_dict(self, crs=None) -> dict:
         """JSON-ready; with the index's `crs`, the footprint as WGS84 WKT (else grid CRS)."""
@@ -240,11 +247,18 @@ def locate(
         else:
             seeds.append({"box": box, "members": [j], "rot": int(rot[j])})
             chip_rank.append(len(seeds) - 1)
-    # Seeds are made in score order: the first top_k are the best candidates.
-    seeds = seeds[:top_k]
-    chip_rank = [c if c < top_k else -1 for c in chip_rank]
+    # Pooled scores (module docstring): scores[0] is the best chip's, so no term overflows.
+    pooled = [
+        float(scores[0]) + math.log(float(np.sum(np.exp(
+            logit_scale * (scores[s["members"]] - scores[0]))))) / logit_scale
+        for s in seeds
+    ]  # fmt: skip
+    order = sorted(range(len(seeds)), key=lambda c: -pooled[c])[:top_k]  # stable: ties by cosine
+    new_rank = {c: r for r, c in enumerate(order)}
+    seeds = [seeds[c] for c in order]
+    chip_rank = [new_rank.get(c, -1) for c in chip_rank]
 
-    top = np.array([scores[s["members"][0]] for s in seeds], np.float64)
+    top = np.array([pooled[c] for c in order], np.float64)
     prob = np.exp(logit_scale * (top - top.max())) if len(top) else top
     prob = prob / prob.sum() if len(top) else prob
     to_ll = Transformer.from_crs(index.crs, 4326, always_xy=True)
@@ -262,6 +276,7 @@ def locate(
                 rank=c + 1,
                 score=float(top[c]),
                 probability=float(prob[c]),
+                cosine=float(scores[seed["members"][0]]),
                 x=x,
                 y=y,
                 lon=float(lon),
@@ -364,7 +379,7 @@ def merge_same_spot(candidates: list[Candidate]) -> list[Candidate]:
         same.merged_ranks = sorted(ranks)
         if c.retrieval_rank < same.retrieval_rank:
             same.retrieval_rank, same.retrieval_lonlat = c.retrieval_rank, c.retrieval_lonlat
-            same.cosine = c.cosine
+            same.cosine, same.retrieval_score = c.cosine, c.retrieval_score
         chips = dict(zip(same.chip_ids, same.chip_scores, strict=True))
         for i, sc in zip(c.chip_ids, c.chip_scores, strict=True):
             chips[i] = max(sc, chips.get(i, sc))

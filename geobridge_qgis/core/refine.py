@@ -39,14 +39,16 @@ matches, a scale within SIMILAR_SCALE and a turn within the yaw error, the homog
 on its inliers and judged as above at the lower bar. A weak fit (under SHAPE_INLIERS inliers)
 must also keep the camera model's footprint shape (within SHAPE_MAX after the best similarity):
 a distorted one is a chance consensus or a true place fitted badly. Its confidence is
-(1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD).
+(1 - exp(-inliers / INLIER_SCALE)) * min(1, spread / FULL_SPREAD). When no description is
+accepted and the camera's heading is known, the ground view is aligned **densely** (DENSE,
+`dense_align`: correlation of gradients at every shift, accepted on a clear peak): fields and
+roads give local features little to hold, and their edges are enough.
 
-Re-ranking: rank score = cosine + GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted
-match. With the bonus at 2 (the widest gap two cosines can have) every accepted match goes above
-every candidate whose match failed, however much lower its cosine: a homography with enough
-well-spread inliers is stronger evidence than an embedding (in the evaluation, accepted matches
-put the photo within a few metres). Among accepted ones the stronger geometry, then the
-embedding, wins; failed ones keep their retrieval order.
+Re-ranking: rank score = the candidate's retrieval score (a cosine, pooled over its chips) +
+GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted match. With the bonus at 2 (the widest
+gap two cosines can have) every accepted match goes above every candidate whose match failed:
+geometry put the photo within a few metres in the evaluation, an embedding does not. Among
+accepted ones the stronger geometry, then the embedding, wins; failed ones keep their order.
 
 Refinement, from the accepted homography (pixel centres throughout: window pixel p covers
 x0 + (p + 0.5) * res, the photo's centre is ((w-1)/2, (h-1)/2)): the footprint of the photo's
@@ -71,7 +73,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import features, fit_geometry, photo_view, tiling
+from . import dense_align, features, fit_geometry, photo_view, tiling
 from .camera import Camera
 from .errors import UserError
 from .photo_view import PhotoView
@@ -96,11 +98,14 @@ GEO_WEIGHT = 1.0
 ACCEPTED_BONUS = 2.0
 BOOTSTRAP = 25
 FEATURES = ("auto", "sift", "alike")
-GUIDED = True  # match only near where the priors put each photo keypoint (see `_guide`)
+GUIDED = True  # match only near where the priors put each photo keypoint (see `fit_geometry.guide`)
 # The similarity fallback (`_similar`, with a camera only): its inlier bar (0: off), the share
 # of the tentative matches it must hold (below it, in wrong places of repetitive texture
 # 8-10 agreeing matches occur by chance among 100+), and how far its scale may be from the
 # resolutions' ratio (altitude and pitch errors).
+# Photos whose local features found too little are aligned densely (core.dense_align) when the
+# camera's heading is known (it warps the photo north up).
+DENSE = True
 SIMILAR_INLIERS = 8
 SIMILAR_SHARE = 0.1
 SIMILAR_SCALE = 1.35
@@ -255,8 +260,38 @@ class Matcher:
             if best.ok and best.inliers >= STRONG_INLIERS:
                 break
         assert best is not None
+        if (
+            not best.ok
+            and DENSE
+            and self._camera is not None
+            and self._camera.heading_deg is not None
+        ):
+            best = self._dense(window, view, radius) or best
         best.seconds = time.perf_counter() - t0
         return best
+
+    def _dense(self, window: _Window, view: PhotoView, radius: float) -> Match | None:
+        """The photo's ground part aligned by correlation (core.dense_align), for photos whose
+        local features found too little; None when no peak stands clear."""
+        cx, cy, _ = self._centre
+        centre = ((cx - window.x0) / window.res - 0.5, (window.y1 - cy) / window.res - 0.5)
+        a = dense_align.align_photo(self._photo, self._camera, view.ground_part, window.image,
+                                    window.res, centre, radius / window.res,
+                                    YAW_ERROR_DEG, YAW_STEP_DEG)  # fmt: skip
+        if a is None:
+            return None
+        m = Match(True, method=f"dense{a.angle:+g}", spread=1.0, confidence=a.confidence)
+        size = (self._photo.shape[1], self._photo.shape[0])
+        centre_xy, up = window.to_ground(a.H, _key_points(size))
+        m.x, m.y, m.heading_deg = (
+            float(centre_xy[0]),
+            float(centre_xy[1]),
+            fit_geometry.bearing(centre_xy, up),
+        )
+        m.centre_sigma_m, m.heading_sigma_deg = a.sigma_px * window.res, YAW_STEP_DEG / 2
+        ground = window.to_ground(a.H, view.ground_part)
+        m.footprint = [(float(x), float(y)) for x, y in [*ground, ground[0]]]
+        return m
 
     def _read(self, cx, cy, half_x, half_y, res) -> _Window | None:
         """The window, its corner on the raster's pixel grid so that no resampling shifts it."""
@@ -311,28 +346,6 @@ class Matcher:
         w = self._described(window, window.image, None, wname, wanted)
         return self._pair(p, w, name, view, window, expected, angle)
 
-    def _guide(self, pts: np.ndarray, view: PhotoView, window: _Window, angle: float):
-        """Where each photo keypoint (view pixels) should fall in the window, and how far
-        from it it may: the candidate's centre, the camera's ground geometry turned by the
-        hypothesis' yaw offset; the reach allows the search radius, the yaw step's error,
-        10 % of scale (altitude) and a few pixels."""
-        cx, cy, radius = self._centre
-        size = (self._photo.shape[1], self._photo.shape[0])
-        photo_px = cv2.perspectiveTransform(
-            np.float64(pts).reshape(-1, 1, 2), view.to_photo
-        ).reshape(-1, 2)
-        centre = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
-        g = photo_view.ground_offsets(self._camera, size, np.vstack([photo_px, centre]))
-        rel = g[:-1] - g[-1]
-        a = math.radians(angle)  # offset +a: the true heading is a less than the tag
-        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        ground = rel @ rot.T + [cx, cy]
-        pred = np.column_stack([(ground[:, 0] - window.x0) / window.res - 0.5,
-                                (window.y1 - ground[:, 1]) / window.res - 0.5])  # fmt: skip
-        slack = 2 * math.sin(math.radians(YAW_STEP_DEG / 4 + 5.0)) + 0.1
-        reach = (radius + slack * np.linalg.norm(rel, axis=1)) / window.res + 8.0
-        return pred, reach
-
     def _pair(self, p, w, name, view, window, expected, angle=None) -> Match:
         m = Match(False, method=name)
         if len(p.points) < MIN_INLIERS:
@@ -345,7 +358,10 @@ class Matcher:
                   and self._camera.heading_deg is not None)  # fmt: skip
         ratio = None if name.startswith("alike") else RATIO
         if guided:
-            pred, reach = self._guide(p.points, view, window, angle)
+            corner = (window.x0, window.y1, window.res)
+            pred, reach = fit_geometry.guide(self._camera, self._photo.shape, p.points,
+                                             view.to_photo, self._centre, angle, corner,
+                                             YAW_STEP_DEG)  # fmt: skip
             qi, ti = features.guided_matches(p, w, pred, reach, ratio)
         elif ratio is None:
             qi, ti = features.mutual_matches(p, w)
@@ -414,7 +430,8 @@ class Matcher:
             return m
         size = (self._photo.shape[1], self._photo.shape[0])
         ground = window.to_ground(H, view.ground_part)
-        if not self._plausible(ground, size, expected):
+        limits = (MAX_AREA_RATIO, CAMERA_AREA_RATIO)
+        if not fit_geometry.plausible(self._camera, ground, size, expected, *limits):
             m.reason = "implausible footprint (folded, or far off the expected size)"
             return m
         if (
@@ -424,8 +441,7 @@ class Matcher:
         ):
             m.reason = "footprint's shape unlike the camera's (a distorted fit)"
             return m
-        w, h = size
-        key = np.float64([[(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2 - h / 4]])
+        key = _key_points(size)
         fit = fit_geometry.fit_homography
         hull = cv2.convexHull(np.float32(src[inl]).reshape(-1, 1, 2))
         outside = cv2.pointPolygonTest(hull, (float(key[0, 0]), float(key[0, 1])), False) < 0
@@ -443,16 +459,11 @@ class Matcher:
         m.ok = True
         return m
 
-    def _plausible(self, quad: np.ndarray, size, expected_m: float) -> bool:
-        """A convex footprint of about the area the camera model predicts (with a camera:
-        its ground part's; without: a 4:3 frame `expected_m` wide, larger when oblique)."""
-        if not cv2.isContourConvex(np.float32(quad).reshape(-1, 1, 2)):
-            return False
-        area = abs(float(cv2.contourArea(np.float32(quad))))
-        ratio = area / photo_view.ground_area_m2(self._camera, size, expected_m)
-        if self._camera is None:
-            return 1 / MAX_AREA_RATIO <= ratio <= MAX_AREA_RATIO * 2
-        return 1 / CAMERA_AREA_RATIO <= ratio <= CAMERA_AREA_RATIO
+
+def _key_points(size: tuple[int, int]) -> np.ndarray:
+    """The photo's centre and a point above it (pixel centres): position and heading."""
+    w, h = size
+    return np.float64([[(w - 1) / 2, (h - 1) / 2], [(w - 1) / 2, (h - 1) / 2 - h / 4]])
 
 
 def _open_same(raster: str, identity: dict | None):
@@ -479,14 +490,15 @@ def rerank(candidates: list, matcher: Matcher, top_n: int, refine: bool = True,
     """Candidates re-ranked by geometric evidence (see the module docstring); the first `top_n`
     are matched, the rest keep their retrieval order below them. With `refine`, an accepted
     candidate takes the match's centre, footprint and heading. A matched candidate's `score`
-    becomes its rank score (the retrieval cosine stays in `cosine`): what is shown is what
-    ordered them."""
+    becomes its rank score (its retrieval score, `retrieval_score`, plus the match's evidence;
+    the seed chip's cosine stays in `cosine`): what is shown is what ordered them."""
     head, tail = candidates[:top_n], candidates[top_n:]
     for c in head:
         m = matcher.match(c.x, c.y, c.size_m, footprint_m, radius_m=radius_m)
         c.match = m
         c.method = "reranked"
-        c.rank_score = c.cosine + GEO_WEIGHT * m.confidence + (ACCEPTED_BONUS if m.ok else 0.0)
+        bonus = ACCEPTED_BONUS if m.ok else 0.0
+        c.rank_score = c.retrieval_score + GEO_WEIGHT * m.confidence + bonus
         c.score = c.rank_score
         if m.ok and refine:
             c.method = "refined"

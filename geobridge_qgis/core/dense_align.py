@@ -1,0 +1,146 @@
+"""Dense alignment: for photos whose ground has few distinctive points (striped fields, roads,
+field edges: local features find a handful of matches there), the whole ground part of the
+photo is compared with the satellite window at every shift.
+
+The camera (altitude, pitch, heading) warps the photo onto the ground, north up, at the window's
+resolution, once per yaw offset the compass error allows. Both images are reduced to their
+gradient magnitude (palettes and seasons differ between a drone photo and the imagery; edges
+stay where they are) and correlated (normalised, over the warped photo's pixels only) at every
+shift that keeps the photo's centre within the search radius. A peak is accepted only when it
+is high and stands clear of every other peak more than a few metres away: along a row of
+identical stripes the peaks tie and nothing is accepted. Its uncertainty comes from the peak's
+width at half its lead over the runner-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import features, photo_view
+from .camera import Camera
+
+PEAK_MIN = 0.28  # normalised correlation of gradient magnitudes
+LEAD_MIN = 0.04  # over the best peak farther than SEPARATION_M
+SEPARATION_M = 3.5
+BLUR_M = 1.0  # the gradients' smoothing: a metre, whatever the window's resolution
+MAX_TEMPLATE_PX = 900
+
+
+@dataclass
+class Alignment:
+    H: np.ndarray  # 3x3: photo pixels -> window pixels (centres)
+    angle: float  # the yaw offset (degrees) it was found at
+    peak: float
+    lead: float  # over the runner-up
+    sigma_px: float  # the centre's standard deviation, window pixels
+
+    @property
+    def confidence(self) -> float:
+        """0..1, on the scale of a local-feature match's (core.refine)."""
+        return self.peak * min(1.0, self.lead / (2 * LEAD_MIN))
+
+
+def _gradient(grey: np.ndarray, res: float) -> np.ndarray:
+    s = max(0.5, BLUR_M / res)
+    g = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), s)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    return np.sqrt(np.hypot(gx, gy))  # the root: a few strong edges do not outweigh the rest
+
+
+def _to_template(camera: Camera, size, ground_part, res: float, angle: float):
+    """3x3 photo px -> template px (north up, the photo's centre at the template's centre),
+    the template's size, or None when it would be too large to correlate."""
+    w, h = size
+    G = camera.image_to_nadir_offsets(size, "centres")
+    c = cv2.perspectiveTransform(np.float64([[[(w - 1) / 2, (h - 1) / 2]]]), G).reshape(2)
+    a = math.radians(angle)  # as refine's guide: offset +a, the true heading a less than the tag
+    R = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    T = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]])
+    M = R @ T @ G
+    corners = cv2.perspectiveTransform(np.float64(ground_part).reshape(-1, 1, 2), M).reshape(-1, 2)
+    half = np.abs(corners).max(0) / res
+    tw, th = (int(2 * math.ceil(v) + 1) for v in half)
+    if max(tw, th) > MAX_TEMPLATE_PX:
+        return None
+    S = np.array([[1 / res, 0, (tw - 1) / 2], [0, -1 / res, (th - 1) / 2], [0, 0, 1]])
+    return S @ M, (tw, th)
+
+
+def align(photo_grey: np.ndarray, camera: Camera, ground_part: np.ndarray,
+          window_grey: np.ndarray, res: float, centre_px: tuple[float, float],
+          radius_px: float, angles: list[float]) -> Alignment | None:  # fmt: skip
+    """The best clear peak over `angles` (yaw offsets, degrees), or None. `centre_px`: where the
+    photo's centre is expected in the window (pixel centres); `radius_px`: how far from it."""
+    size = (photo_grey.shape[1], photo_grey.shape[0])
+    win = _gradient(window_grey, res)
+    part = np.zeros(photo_grey.shape, np.uint8)
+    cv2.fillConvexPoly(part, np.int32(np.round(ground_part)), 255)
+    best: Alignment | None = None
+    for angle in angles:
+        made = _to_template(camera, size, ground_part, res, angle)
+        if made is None:
+            return None
+        A, (tw, th) = made
+        tpl = cv2.warpPerspective(photo_grey, A, (tw, th), flags=cv2.INTER_AREA)
+        mask = cv2.warpPerspective(part, A, (tw, th), flags=cv2.INTER_NEAREST)
+        mask = cv2.erode(mask, np.ones((5, 5), np.uint8))  # no edge at the warp's border
+        if mask.sum() < 255 * 0.1 * tw * th:
+            continue
+        # The search area: template placements whose centre lies within the radius.
+        x0 = math.floor(centre_px[0] - radius_px - (tw - 1) / 2)
+        y0 = math.floor(centre_px[1] - radius_px - (th - 1) / 2)
+        x1 = math.ceil(centre_px[0] + radius_px + (tw - 1) / 2) + 1
+        y1 = math.ceil(centre_px[1] + radius_px + (th - 1) / 2) + 1
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, win.shape[1]), min(y1, win.shape[0])
+        if x1 - x0 <= tw or y1 - y0 <= th:
+            continue
+        r = cv2.matchTemplate(win[y0:y1, x0:x1], _gradient(tpl, res),
+                              cv2.TM_CCOEFF_NORMED, mask=(mask > 0).astype(np.float32))  # fmt: skip
+        r = np.nan_to_num(r, nan=-1.0, posinf=-1.0, neginf=-1.0)
+        j, i = np.unravel_index(int(r.argmax()), r.shape)
+        peak = float(r[j, i])
+        sep = SEPARATION_M / res
+        yy, xx = np.mgrid[: r.shape[0], : r.shape[1]]
+        far = np.hypot(xx - i, yy - j) > sep
+        second = float(r[far].max()) if far.any() else -1.0
+        lead = peak - second
+        if best is not None and lead <= best.lead:
+            continue
+
+        # Sub-pixel: a parabola through the peak and its neighbours, per axis.
+        def _sub(a, b, c):
+            d = a - 2 * b + c
+            return 0.0 if d >= 0 else 0.5 * (a - c) / d
+
+        di = _sub(r[j, i - 1], peak, r[j, i + 1]) if 0 < i < r.shape[1] - 1 else 0.0
+        dj = _sub(r[j - 1, i], peak, r[j + 1, i]) if 0 < j < r.shape[0] - 1 else 0.0
+        half = np.count_nonzero(r >= peak - lead / 2)
+        sigma = max(0.5, math.sqrt(half / math.pi) / 2)
+        tx, ty = x0 + i + di, y0 + j + dj  # template px (0, 0) in the window
+        H = np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]]) @ A
+        best = Alignment(H, angle, peak, lead, sigma)
+    if best is None or best.peak < PEAK_MIN or best.lead < LEAD_MIN:
+        return None
+    return best
+
+
+def align_photo(photo: np.ndarray, camera: Camera, ground_part: np.ndarray, window: np.ndarray,
+                res: float, centre_px: tuple[float, float], radius_px: float,
+                yaw_error_deg: float, yaw_step_deg: float) -> Alignment | None:  # fmt: skip
+    """`align` for an RGB photo and window, at yaw offsets across the compass's error."""
+    size = (photo.shape[1], photo.shape[0])
+    grey = features.grey(photo)
+    scale = res / photo_view.photo_resolution(camera, size, res * size[0])
+    if scale > 1.5:  # the warp samples the photo: smooth it to the window's resolution first
+        grey = cv2.GaussianBlur(grey, (0, 0), 0.5 * scale)
+    n = round(yaw_error_deg / yaw_step_deg)
+    angles = sorted((k * yaw_step_deg for k in range(-n, n + 1)), key=abs)
+    return align(
+        grey, camera, ground_part, features.grey(window), res, centre_px, radius_px, angles
+    )
