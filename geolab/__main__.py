@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from geobridge_qgis.core.errors import run_command
+from geobridge_qgis.core.errors import UserError, run_command
 
 
 def cmd_train(args) -> int:
@@ -28,6 +28,16 @@ def cmd_train(args) -> int:
         # Seeds 1000, 1001, ...: more worlds than the default take the next seeds.
         cfg.seeds = tuple(range(cfg.seeds[0], cfg.seeds[0] + args.worlds))
     train(cfg, args.out)
+    return 0
+
+
+def cmd_average(args) -> int:
+    from .train import average_checkpoints
+
+    for p in args.checkpoints:
+        if not p.is_file():
+            raise UserError(f"{p}: no such checkpoint")
+    print(f"wrote {average_checkpoints(args.checkpoints, args.out)}")
     return 0
 
 
@@ -98,6 +108,11 @@ def parser() -> argparse.ArgumentParser:
         help="half of each batch from one neighbourhood (for a second stage)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("average", help="average checkpoints' weights (the demo model's stages)")
+    p.add_argument("checkpoints", type=Path, nargs="+", help="geobridge-demo.pth files")
+    p.add_argument("--out", type=Path, required=True, help="the averaged geobridge-demo.pth")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("ablate", help="train variants briefly and compare them (ablation.py)")
     p.add_argument("--out", type=Path, default=Path("out/ablation"))

@@ -134,7 +134,9 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict | None:
         return None
     # weights_only: tensors, numbers, strings and lists only; nothing that runs code.
     state = torch.load(path, weights_only=True)
-    saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+    # A setting added since the state was saved had its default then.
+    saved = {**_config_dict(TrainConfig()), **state["config"]}
+    saved = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
     now = {k: v for k, v in _config_dict(cfg).items() if k not in RESUMABLE_CHANGES}
     if saved != now:
         changed = sorted(k for k in now if saved.get(k) != now[k])
@@ -321,3 +323,24 @@ def train(
     (out / "train.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {ckpt} ({report['train_seconds']:.0f} s training, {render_s:.0f} s rendering)")
     return ckpt
+
+
+def average_checkpoints(paths: list[Path], out: Path) -> Path:
+    """The mean of state dicts (official key names) of one architecture: a "model soup" of
+    two training stages, which kept the first stage's recall and the second's precision on the
+    demo world (docs/EVALUATION.md)."""
+    # weights_only: tensors only; nothing that runs code.
+    dicts = [torch.load(p, weights_only=True) for p in paths]
+    keys = set(dicts[0])
+    for p, d in zip(paths[1:], dicts[1:], strict=True):
+        if set(d) != keys or any(d[k].shape != dicts[0][k].shape for k in keys):
+            raise UserError(f"{p}: not the same architecture as {paths[0]}")
+    soup = {}
+    for k, v in dicts[0].items():
+        if v.is_floating_point():
+            soup[k] = (sum(d[k].float() for d in dicts) / len(dicts)).to(v.dtype)
+        else:
+            soup[k] = v
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(soup, out)
+    return out

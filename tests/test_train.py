@@ -152,3 +152,28 @@ def test_training_resumes_where_it_stopped(tmp_path):
     assert [c["step"] for c in report["heldout_curve"]] == [0, 2, 4]
     with pytest.raises(UserError, match="other settings"):
         train(replace(cfg, lr=1e-3), part, log=lambda _: None)
+    # A state saved before a setting existed (`init`) resumes: the setting had its default.
+    state = torch.load(part / T.STATE, weights_only=True)
+    del state["config"]["init"]
+    torch.save(state, part / T.STATE)
+    train(cfg, part, log=lambda _: None)
+    with pytest.raises(UserError, match=r"other settings \(init\)"):
+        train(replace(cfg, init=str(whole)), part, log=lambda _: None)
+
+
+def test_average_checkpoints_is_the_mean_and_refuses_other_shapes(tmp_path):
+    import torch
+
+    from geobridge_qgis.core.errors import UserError
+    from geolab.train import average_checkpoints
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(7)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}
+    torch.save(a, tmp_path / "a.pth")
+    torch.save(b, tmp_path / "b.pth")
+    out = average_checkpoints([tmp_path / "a.pth", tmp_path / "b.pth"], tmp_path / "s.pth")
+    soup = torch.load(out, weights_only=True)
+    assert soup["w"].tolist() == [2.0, 4.0] and int(soup["n"]) == 7
+    torch.save({"w": torch.zeros(3), "n": torch.tensor(1)}, tmp_path / "c.pth")
+    with pytest.raises(UserError, match=r"c\.pth: not the same architecture"):
+        average_checkpoints([tmp_path / "a.pth", tmp_path / "c.pth"], tmp_path / "t.pth")

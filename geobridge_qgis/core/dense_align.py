@@ -7,9 +7,10 @@ resolution, once per yaw offset the compass error allows. Both images are reduce
 gradient magnitude (palettes and seasons differ between a drone photo and the imagery; edges
 stay where they are) and correlated (normalised, over the warped photo's pixels only) at every
 shift that keeps the photo's centre within the search radius. A peak is accepted only when it
-is high and stands clear of every other peak more than a few metres away: along a row of
-identical stripes the peaks tie and nothing is accepted. Its uncertainty comes from the peak's
-width at half its lead over the runner-up.
+is high and stands clear of every other peak (local maximum, not its own shoulder) more than a
+few metres away: along a row of identical stripes the peaks tie and nothing is accepted. Its
+uncertainty comes from the peak's width at half its lead over the runner-up. Near-horizon
+views, whose ground would make a template over MAX_TEMPLATE_PX, are left to local features.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from . import features, photo_view
 from .camera import Camera
 
 PEAK_MIN = 0.28  # normalised correlation of gradient magnitudes
-LEAD_MIN = 0.04  # over the best peak farther than SEPARATION_M
+LEAD_MIN = 0.04  # over the best other peak farther than SEPARATION_M
 SEPARATION_M = 3.5
 BLUR_M = 1.0  # the gradients' smoothing: a metre, whatever the window's resolution
 MAX_TEMPLATE_PX = 900
@@ -52,6 +53,12 @@ def _gradient(grey: np.ndarray, res: float) -> np.ndarray:
     return np.sqrt(np.hypot(gx, gy))  # the root: a few strong edges do not outweigh the rest
 
 
+def _sub(a: float, b: float, c: float) -> float:
+    """Sub-pixel offset of a peak b between a and c: the vertex of the parabola through them."""
+    d = a - 2 * b + c
+    return 0.0 if d >= 0 else 0.5 * (a - c) / d
+
+
 def _to_template(camera: Camera, size, ground_part, res: float, angle: float):
     """3x3 photo px -> template px (north up, the photo's centre at the template's centre),
     the template's size, or None when it would be too large to correlate."""
@@ -73,11 +80,17 @@ def _to_template(camera: Camera, size, ground_part, res: float, angle: float):
 
 def align(photo_grey: np.ndarray, camera: Camera, ground_part: np.ndarray,
           window_grey: np.ndarray, res: float, centre_px: tuple[float, float],
-          radius_px: float, angles: list[float]) -> Alignment | None:  # fmt: skip
-    """The best clear peak over `angles` (yaw offsets, degrees), or None. `centre_px`: where the
-    photo's centre is expected in the window (pixel centres); `radius_px`: how far from it."""
+          radius_px: float, angles: list[float],
+          window_valid: np.ndarray | None = None) -> Alignment | None:  # fmt: skip
+    """The highest peak over `angles` (yaw offsets, degrees) if it stands clear, or None.
+    `centre_px`: where the photo's centre is expected in the window (pixel centres);
+    `radius_px`: how far from it."""
     size = (photo_grey.shape[1], photo_grey.shape[0])
     win = _gradient(window_grey, res)
+    if window_valid is not None:  # no edge where the imagery ends, no correlation beyond it
+        reach = 2 * math.ceil(3 * max(0.5, BLUR_M / res)) + 3
+        keep = cv2.erode(window_valid.astype(np.uint8), np.ones((reach, reach), np.uint8))
+        win[keep == 0] = 0.0
     part = np.zeros(photo_grey.shape, np.uint8)
     cv2.fillConvexPoly(part, np.int32(np.round(ground_part)), 255)
     best: Alignment | None = None
@@ -86,7 +99,9 @@ def align(photo_grey: np.ndarray, camera: Camera, ground_part: np.ndarray,
         if made is None:
             return None
         A, (tw, th) = made
-        tpl = cv2.warpPerspective(photo_grey, A, (tw, th), flags=cv2.INTER_AREA)
+        # Replicated, not black, past the frame: the frame's outline is no edge of the ground.
+        tpl = cv2.warpPerspective(photo_grey, A, (tw, th), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         mask = cv2.warpPerspective(part, A, (tw, th), flags=cv2.INTER_NEAREST)
         mask = cv2.erode(mask, np.ones((5, 5), np.uint8))  # no edge at the warp's border
         if mask.sum() < 255 * 0.1 * tw * th:
@@ -102,22 +117,25 @@ def align(photo_grey: np.ndarray, camera: Camera, ground_part: np.ndarray,
             continue
         r = cv2.matchTemplate(win[y0:y1, x0:x1], _gradient(tpl, res),
                               cv2.TM_CCOEFF_NORMED, mask=(mask > 0).astype(np.float32))  # fmt: skip
+        # Flat stretches (nodata, still water) leave a near-zero variance: no correlation there.
         r = np.nan_to_num(r, nan=-1.0, posinf=-1.0, neginf=-1.0)
+        r[np.abs(r) > 1.0 + 1e-4] = -1.0
         j, i = np.unravel_index(int(r.argmax()), r.shape)
         peak = float(r[j, i])
         sep = SEPARATION_M / res
         yy, xx = np.mgrid[: r.shape[0], : r.shape[1]]
         far = np.hypot(xx - i, yy - j) > sep
-        second = float(r[far].max()) if far.any() else -1.0
-        lead = peak - second
-        if best is not None and lead <= best.lead:
+        # The runner-up is another peak (a local maximum, the map's edge included: a slope that
+        # rises out of the map may hide one), not the shoulder of this one.
+        k = 2 * math.ceil(sep) + 1
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        others = far & (r >= cv2.dilate(r, disk))
+        if not others.any():  # a search area too small to tell a peak from the rest
             continue
-
-        # Sub-pixel: a parabola through the peak and its neighbours, per axis.
-        def _sub(a, b, c):
-            d = a - 2 * b + c
-            return 0.0 if d >= 0 else 0.5 * (a - c) / d
-
+        second = float(r[others].max())
+        lead = peak - second
+        if best is not None and peak <= best.peak:
+            continue
         di = _sub(r[j, i - 1], peak, r[j, i + 1]) if 0 < i < r.shape[1] - 1 else 0.0
         dj = _sub(r[j - 1, i], peak, r[j + 1, i]) if 0 < j < r.shape[0] - 1 else 0.0
         half = np.count_nonzero(r >= peak - lead / 2)
@@ -141,6 +159,6 @@ def align_photo(photo: np.ndarray, camera: Camera, ground_part: np.ndarray, wind
         grey = cv2.GaussianBlur(grey, (0, 0), 0.5 * scale)
     n = round(yaw_error_deg / yaw_step_deg)
     angles = sorted((k * yaw_step_deg for k in range(-n, n + 1)), key=abs)
-    return align(
-        grey, camera, ground_part, features.grey(window), res, centre_px, radius_px, angles
-    )
+    valid = window.max(axis=2) > 0 if window.ndim == 3 else window > 0  # nodata is black
+    return align(grey, camera, ground_part, features.grey(window), res, centre_px, radius_px,
+                 angles, valid)  # fmt: skip

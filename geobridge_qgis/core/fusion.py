@@ -36,15 +36,16 @@ from .posterior import MetadataPrior, expected_footprint_m
 CALIBRATION_RADIUS_M = 50.0
 # Platt coefficients (a, b) per kind of candidate; features in `calibration_feature`.
 # Fitted by `python -m geolab calibrate` on the training world (see docs/EVALUATION-metadata.md).
-# Fitted on world 4242 (1 km, tilts 0-85, 20 photos x 3 levels, 438 candidates: 24 refined, all
-# within 50 m, so a constant; 1 conflict, too few: even odds; 40 metadata, 23 within 50 m; 373
-# retrieval, 18 within) with the demo model of 1,500 steps and the error model of posterior.SIGMAS,
-# to Platt's targets, so that "all of a few dozen hit" reads as about 96 %, not certainty.
+# Fitted on world 4242 (1 km, tilts 0-85, 30 photos x 3 levels, 651 candidates: 35 refined, all
+# within 50 m, so a constant; 3 conflicts, too few: even odds; 60 metadata, 35 within 50 m; 553
+# retrieval, 26 within) with the demo model of 1,500 steps, candidates ranked by their chips'
+# pooled retrieval score, dense alignment and the error model of posterior.SIGMAS, to Platt's
+# targets, so that "all of a few dozen hit" reads as about 97 %, not certainty.
 CALIBRATION: dict[str, tuple[float, float]] = {
-    "refined": (3.219, 0.0),  # feature: the match's confidence (0..1)
-    "conflict": (0.0, 0.0),  # too few to fit (1): even odds
-    "metadata": (-0.506, 0.993),  # feature: logit of the prior's own P(within 50 m)
-    "retrieval": (-2.171, 0.356),  # feature: logit of the retrieval softmax probability
+    "refined": (3.584, 0.0),  # feature: the match's confidence (0..1)
+    "conflict": (0.0, 0.0),  # too few to fit (3): even odds
+    "metadata": (-0.424, 0.786),  # feature: logit of the prior's own P(within 50 m)
+    "retrieval": (-2.064, 0.414),  # feature: logit of the retrieval softmax probability
 }
 
 

@@ -19,7 +19,8 @@ Its location is the centroid of its chips weighted by softmax(logit_scale * cosi
 chip's cosine.
 
 After geometric re-ranking (core.refine) a candidate's `score` is the rank score that ordered
-it (its retrieval cosine stays in `cosine`), the probability is recomputed from that score, and
+it (its retrieval score stays in `retrieval_score`, its best chip's cosine in `cosine`), the
+probability is recomputed from that score, and
 refined candidates that landed on the same spot are merged into one (`merge_same_spot`): the
 table's score, the probability and the rank then always agree.
 """
@@ -364,7 +365,9 @@ def set_probabilities(candidates: list[Candidate], logit_scale: float) -> None:
 def merge_same_spot(candidates: list[Candidate]) -> list[Candidate]:
     """Refined candidates whose centres agree within their uncertainty are one place, seen
     from two neighbouring chips: the two would split the probability between them. The
-    better ranked keeps its rank, score, centre and footprint, and takes the other's chips;
+    better ranked keeps its rank, score, centre and footprint, and takes the other's chips (its
+    retrieval evidence stays the better-retrieved one's pooled score: not summed with the other's,
+    so that merging never raises a place's retrieval probability);
     it stands for the best retrieval rank (and cosine) among them, the others' retrieval
     ranks are kept in `merged_ranks`. Candidates are re-numbered from 1."""
     kept: list[Candidate] = []

@@ -46,7 +46,8 @@ roads give local features little to hold, and their edges are enough.
 
 Re-ranking: rank score = the candidate's retrieval score (a cosine, pooled over its chips) +
 GEO_WEIGHT * confidence + ACCEPTED_BONUS for an accepted match. With the bonus at 2 (the widest
-gap two cosines can have) every accepted match goes above every candidate whose match failed:
+gap two cosines can have; pooling adds log(chips) / logit_scale, a few hundredths) every
+accepted match goes above every candidate whose match failed:
 geometry put the photo within a few metres in the evaluation, an embedding does not. Among
 accepted ones the stronger geometry, then the embedding, wins; failed ones keep their order.
 
@@ -145,13 +146,21 @@ class Match:
     footprint: list[tuple[float, float]] = field(default_factory=list)  # closed ring, grid CRS
     seconds: float = 0.0
     method: str = ""  # the description that won: "upright+15", "rotation-invariant", ...
+    correlation: float = float("nan")  # a dense alignment's peak (core.dense_align)
+
+    def summary(self) -> str:
+        """What the match rests on, in a few words."""
+        if self.method.startswith("dense"):
+            return f"dense alignment, correlation {self.correlation:.2f}"
+        return f"{self.inliers} inliers, {self.spread:.0%} of the photo"
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "reason": self.reason, "matches": self.matches,
                 "inliers": self.inliers, "spread": round(self.spread, 4),
                 "reprojection_px": _round(self.reprojection_px, 3),
                 "confidence": round(self.confidence, 4),
-                "seconds": round(self.seconds, 3), "method": self.method}  # fmt: skip
+                "seconds": round(self.seconds, 3), "method": self.method,
+                "correlation": _round(self.correlation, 4)}  # fmt: skip
 
 
 def _round(v: float, n: int) -> float | None:
@@ -280,7 +289,8 @@ class Matcher:
                                     YAW_ERROR_DEG, YAW_STEP_DEG)  # fmt: skip
         if a is None:
             return None
-        m = Match(True, method=f"dense{a.angle:+g}", spread=1.0, confidence=a.confidence)
+        m = Match(True, method=f"dense{a.angle:+g}", spread=1.0, confidence=a.confidence,
+                  correlation=a.peak)  # fmt: skip
         size = (self._photo.shape[1], self._photo.shape[0])
         centre_xy, up = window.to_ground(a.H, _key_points(size))
         m.x, m.y, m.heading_deg = (

@@ -50,7 +50,10 @@ class QueryRecord:
 _CANDIDATE_FIELDS = [
     ("query_id", ogr.OFTInteger),
     ("rank", ogr.OFTInteger),
-    ("score", ogr.OFTReal),  # what ordered them: the rank score once re-ranked, else the cosine
+    (
+        "score",
+        ogr.OFTReal,
+    ),  # what ordered them: the rank score once re-ranked, else the pooled retrieval score
     ("probability", ogr.OFTReal),
     ("cosine", ogr.OFTReal),  # the retrieval cosine of the candidate's best chip
     ("lon", ogr.OFTReal),

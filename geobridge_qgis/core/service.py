@@ -392,7 +392,7 @@ def summary_line(q: QueryOutcome) -> str:
     if best.method == "refined":
         extra = (
             f", +/- {best.centre_sigma_m:.1f} m, heading {best.heading_deg:.0f} deg, "
-            f"{best.match.inliers} inliers"
+            f"{best.match.summary()}"
         )
     return (
         f"{q.label}: top-1 {best.lon:.6f}, {best.lat:.6f} score {best.score:.3f} "

@@ -171,9 +171,7 @@ class ResultsPanel(QWidget):
             row_text = "\n".join(f"{COLUMNS[i][1]}: {t}" for i, (t, _v) in enumerate(values))
             if c.match is not None:
                 m = c.match
-                row_text += "\nMatch: " + (
-                    m.reason or f"{m.inliers} inliers, {m.spread:.0%} of the photo"
-                )
+                row_text += "\nMatch: " + (m.reason or m.summary())
             if getattr(c, "conflict", None):
                 row_text += f"\nConflict: {c.conflict}"
             if getattr(c, "evidence", ""):
