@@ -19,10 +19,10 @@ from geobridge_qgis.core import fusion, refine, tiling
 from geobridge_qgis.core import locate as L
 from geobridge_qgis.core.camera import Camera
 from geobridge_qgis.core.consistency import conflict
+from geobridge_qgis.core.match import Match
 from geobridge_qgis.core.photo import PhotoMeta
 from geobridge_qgis.core.posterior import MAX_RANGE_M, SIGMAS, metadata_prior
 from geobridge_qgis.core.priors import PriorOptions
-from geobridge_qgis.core.refine import Match
 from geobridge_qgis.core.results import QueryRecord, write_results
 from geolab.calibrate import fit, fit_platt
 from geolab.levels import expected_calibration_error, reliability

@@ -38,10 +38,11 @@ from . import defaults, fusion, tiling
 from .consistency import ring_area
 from .encoders import Encoders, normalize
 from .index import Index
+from .match import Match
 from .photo import PhotoMeta
 from .posterior import MetadataPrior, metadata_prior
 from .priors import PriorOptions, priors_for
-from .refine import Match, Matcher, RasterUnavailable, rerank
+from .refine import Matcher, RasterUnavailable, rerank
 
 MERGE_OVERLAP = 0.25
 # Refined centres closer than this many (combined) standard deviations, than MERGE_MIN_M
