@@ -185,12 +185,9 @@ def train(
     for sub in (config, config.vision_config, config.text_config):
         sub._attn_implementation = "sdpa"  # training speed; export uses eager
     model = GeoBridge(config, TRAIN_TOWERS)
-    if cfg.init is not None:
-        if not Path(cfg.init).is_file():
-            raise UserError(f"{cfg.init}: no such checkpoint to start from")
-        # weights_only: a state dict of tensors; nothing that runs code.
-        model.load_state_dict(torch.load(cfg.init, weights_only=True))
     px = model.image_size
+    if cfg.init is not None and not (out / STATE).is_file() and not Path(cfg.init).is_file():
+        raise UserError(f"{cfg.init}: no such checkpoint to start from")  # before rendering
 
     t0 = time.perf_counter()
     if pairs is None:
@@ -227,6 +224,9 @@ def train(
         start, spent = int(state["step"]), float(state["train_seconds"])
         history, curve = list(state["history"]), list(state["curve"])
         log(f"resuming at step {start} of {cfg.steps} ({spent / 60:.1f} min trained so far)")
+    elif cfg.init is not None:  # a second stage's start (a resumed one has its own weights)
+        # weights_only: a state dict of tensors; nothing that runs code.
+        model.load_state_dict(torch.load(cfg.init, weights_only=True))
     heldout = None
     if cfg.heldout_seed is not None and cfg.eval_every > 0:
         from dataclasses import replace

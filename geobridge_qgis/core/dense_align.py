@@ -62,13 +62,7 @@ def _sub(a: float, b: float, c: float) -> float:
 def _to_template(camera: Camera, size, ground_part, res: float, angle: float):
     """3x3 photo px -> template px (north up, the photo's centre at the template's centre),
     the template's size, or None when it would be too large to correlate."""
-    w, h = size
-    G = camera.image_to_nadir_offsets(size, "centres")
-    c = cv2.perspectiveTransform(np.float64([[[(w - 1) / 2, (h - 1) / 2]]]), G).reshape(2)
-    a = math.radians(angle)  # as refine's guide: offset +a, the true heading a less than the tag
-    R = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
-    T = np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]])
-    M = R @ T @ G
+    M = photo_view.turned_offsets(camera, size, angle)
     corners = cv2.perspectiveTransform(np.float64(ground_part).reshape(-1, 1, 2), M).reshape(-1, 2)
     half = np.abs(corners).max(0) / res
     tw, th = (int(2 * math.ceil(v) + 1) for v in half)

@@ -90,13 +90,9 @@ def guide(camera: Camera, shape: tuple, pts: np.ndarray, to_photo: np.ndarray,
     cx, cy, radius = centre
     x0, y1, res = window
     size = (shape[1], shape[0])
-    photo_px = cv2.perspectiveTransform(np.float64(pts).reshape(-1, 1, 2), to_photo).reshape(-1, 2)
-    mid = np.array([[(size[0] - 1) / 2, (size[1] - 1) / 2]])
-    g = photo_view.ground_offsets(camera, size, np.vstack([photo_px, mid]))
-    rel = g[:-1] - g[-1]
-    a = math.radians(angle)  # offset +a: the true heading is a less than the tag
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    ground = rel @ rot.T + [cx, cy]
+    to_ground = photo_view.turned_offsets(camera, size, angle) @ to_photo
+    rel = cv2.perspectiveTransform(np.float64(pts).reshape(-1, 1, 2), to_ground).reshape(-1, 2)
+    ground = rel + [cx, cy]
     pred = np.column_stack([(ground[:, 0] - x0) / res - 0.5, (y1 - ground[:, 1]) / res - 0.5])
     slack = 2 * math.sin(math.radians(yaw_step_deg / 4 + 5.0)) + 0.1
     reach = (radius + slack * np.linalg.norm(rel, axis=1)) / res + 8.0

@@ -49,6 +49,18 @@ def ground_offsets(camera: Camera, size: tuple[int, int], pts: np.ndarray) -> np
     return cv2.perspectiveTransform(np.float64(pts).reshape(-1, 1, 2), G).reshape(-1, 2)
 
 
+def turned_offsets(camera: Camera, size: tuple[int, int], angle_deg: float) -> np.ndarray:
+    """3x3: photo pixels -> metres (east, north) from the ground point of the photo's centre,
+    turned by a yaw offset `angle_deg` (offset +a: the true heading is a less than the tag):
+    where a yaw hypothesis puts each pixel's ground around the photo's centre."""
+    w, h = size
+    G = camera.image_to_nadir_offsets(size, "centres")
+    c = cv2.perspectiveTransform(np.float64([[[(w - 1) / 2, (h - 1) / 2]]]), G).reshape(2)
+    a = math.radians(angle_deg)
+    R = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    return R @ np.array([[1, 0, -c[0]], [0, 1, -c[1]], [0, 0, 1]]) @ G
+
+
 def photo_resolution(camera: Camera | None, size: tuple[int, int], expected_m: float) -> float:
     """Metres of ground per photo pixel in the middle of its ground part."""
     if camera is None:

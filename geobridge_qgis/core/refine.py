@@ -101,13 +101,13 @@ ACCEPTED_BONUS = 2.0
 BOOTSTRAP = 25
 FEATURES = ("auto", "sift", "alike")
 GUIDED = True  # match only near where the priors put each photo keypoint (see `fit_geometry.guide`)
+# Photos whose local features found too little are aligned densely (core.dense_align) when the
+# camera's heading is known (it warps the photo north up).
+DENSE = True
 # The similarity fallback (`_similar`, with a camera only): its inlier bar (0: off), the share
 # of the tentative matches it must hold (below it, in wrong places of repetitive texture
 # 8-10 agreeing matches occur by chance among 100+), and how far its scale may be from the
 # resolutions' ratio (altitude and pitch errors).
-# Photos whose local features found too little are aligned densely (core.dense_align) when the
-# camera's heading is known (it warps the photo north up).
-DENSE = True
 SIMILAR_INLIERS = 8
 SIMILAR_SHARE = 0.1
 SIMILAR_SCALE = 1.35
@@ -254,11 +254,8 @@ class Matcher:
                   correlation=a.peak)  # fmt: skip
         size = (self._photo.shape[1], self._photo.shape[0])
         centre_xy, up = window.to_ground(a.H, _key_points(size))
-        m.x, m.y, m.heading_deg = (
-            float(centre_xy[0]),
-            float(centre_xy[1]),
-            fit_geometry.bearing(centre_xy, up),
-        )
+        m.x, m.y = float(centre_xy[0]), float(centre_xy[1])
+        m.heading_deg = fit_geometry.bearing(centre_xy, up)
         m.centre_sigma_m, m.heading_sigma_deg = a.sigma_px * window.res, YAW_STEP_DEG / 2
         ground = window.to_ground(a.H, view.ground_part)
         m.footprint = [(float(x), float(y)) for x, y in [*ground, ground[0]]]
