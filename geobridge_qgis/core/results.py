@@ -158,7 +158,7 @@ def _write(path: Path, items) -> None:
                 centre_sigma_m=c.centre_sigma_m, conflict=c.conflict, evidence=c.evidence or None,
             )  # fmt: skip
             if c.match is not None:
-                values.update(match_ok=int(c.match.ok), match_note=c.match.reason or "accepted",
+                values.update(match_ok=int(c.match.ok), match_note=_match_note(c.match),
                               inliers=c.match.inliers)  # fmt: skip
             for k, v in values.items():
                 if v is not None and v == v:  # NULL for what does not apply (and NaN)
@@ -223,3 +223,11 @@ def write_heatmap_tif(path: Path | str, heat) -> None:
     band.SetNoDataValue(float("nan"))
     band.WriteArray(heat.values)
     ds = None
+
+
+def _match_note(m) -> str:
+    """Why a match failed, or that it was accepted (and, for a dense alignment, which has no
+    inliers to count, what it rests on)."""
+    if m.reason:
+        return m.reason
+    return f"accepted: {m.summary()}" if m.method.startswith("dense") else "accepted"
