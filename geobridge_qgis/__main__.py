@@ -56,7 +56,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def cmd_index(args) -> int:
     from geobridge_qgis.core import service
-    from geobridge_qgis.core.index import Cancelled
+    from geobridge_qgis.core.errors import Cancelled
 
     request = service.IndexRequest(
         bundle=args.bundle,

@@ -17,6 +17,9 @@ from typing import Any, TypeVar
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+# Bound now, not when an error arrives: see core.errors.
+from .core.errors import Cancelled, UserError
+
 T = TypeVar("T")
 
 # Engine work runs on threads this plugin owns, never directly on QGIS's pooled task and
@@ -86,9 +89,6 @@ def describe_error(e: BaseException) -> tuple[str, bool]:
     its traceback for the log."""
     if isinstance(e, ImportError):
         return f"a dependency is missing: {e}", False
-    from .core.errors import UserError
-    from .core.index import Cancelled
-
     if isinstance(e, Cancelled):
         return f"cancelled: {e}", True
     if isinstance(e, UserError):

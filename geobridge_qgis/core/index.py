@@ -37,7 +37,7 @@ from pyproj import CRS
 from . import defaults, tiling
 from .bundle import Bundle
 from .encoders import Encoders
-from .errors import UserError
+from .errors import Cancelled, UserError
 from .gdal_mode import gdal_exceptions
 from .readahead import ReadAhead
 from .search import FLAT, FLAT_MAX, VectorSearch, factory_for, write_vectors
@@ -47,10 +47,6 @@ FORMAT_VERSION = 1
 SHARD_CHIPS = 256
 READ_AHEAD = 2  # shards read ahead of the encoder: enough to hide a slow read, memory stays flat
 BYTES_PER_CHIP_META = 220  # npz + gpkg row, measured on the demo index
-
-
-class Cancelled(Exception):
-    """The user cancelled; whatever was saved is kept for a resume."""
 
 
 @dataclass

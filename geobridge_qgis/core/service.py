@@ -23,7 +23,7 @@ import numpy as np
 
 from . import defaults
 from .build_folder import index_folder_for, index_identity  # noqa: F401  (front ends' names)
-from .errors import UserError
+from .errors import Cancelled, UserError
 
 log_ = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def build_index(
     log: Log | None = None,
 ) -> IndexOutcome:
     """Build (or resume) an index. Raises `UserError` for the user's mistakes and
-    `index.Cancelled` when `cancelled()` turned true (the work done so far stays in
+    `Cancelled` when `cancelled()` turned true (the work done so far stays in
     `<out>.partial`, and the same request resumes it).
 
     An empty folder at `out` counts as absent: Processing may create its temporary output
@@ -409,11 +409,10 @@ def locate(
     """Run every query of `request`; write the GeoPackage (and heat map) it names.
 
     Every photo is read and every output checked before any encoding: a bad tenth photo must
-    not cost nine queries. Raises `UserError` for the user's mistakes and `index.Cancelled`
+    not cost nine queries. Raises `UserError` for the user's mistakes and `Cancelled`
     when `cancelled()` turned true between queries.
     """
     from . import preflight
-    from .index import Cancelled
     from .photo import read_photo_with_meta
     from .results import check_writable, write_heatmap_tif
 

@@ -23,6 +23,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .. import settings
+from ..core.errors import Cancelled, UserError  # bound now: see core.errors
 from ..paths import ICON
 
 
@@ -99,8 +100,6 @@ class GeoBridgeAlgorithm(QgsProcessingAlgorithm):
         provider and batch-size settings. A user's mistake and a cancel become a
         QgsProcessingException (one line in the log, no traceback); anything else is a bug
         and keeps its traceback."""
-        from ..core.errors import UserError
-        from ..core.index import Cancelled
         from ..tasks import engine_call, with_settings
 
         try:
