@@ -202,3 +202,25 @@ def test_dense_alignment_places_a_photo_local_features_cannot(sat, offset, monke
     assert math.hypot(r.x - truth[0], r.y - truth[1]) < 0.5
     assert abs((r.heading_deg - 30.0 + 180) % 360 - 180) < 1.0
     assert 0 < r.centre_sigma_m < 2.0
+
+
+def test_an_oblique_photo_is_not_aligned_densely_through_a_pitch_error(sat, monkeypatch):
+    """65 deg off nadir with the gimbal's pitch 2 deg off (a common error): the warped ground is
+    stretched along the view, and dense alignment would accept a place about 10 m off (on a
+    clear-enough peak); above DENSE_MAX_TILT_DEG it is not tried, and the photo stays unplaced
+    by the matcher (its metadata still places it)."""
+    x0, y0 = sat[3]
+    cam = Camera(x0 - 200.0, y0 + 120.0, 80.0, 30.0, 65.0, 70.0)
+    photo = 255 - cv2.GaussianBlur(exact_photo(sat, cam), (0, 0), 3)[..., ::-1]
+    truth = np.array(cam.centre_ground())
+    told = replace(cam, x=0.0, y=0.0, tilt_deg=67.0)
+    out, default = {}, refine.DENSE_MAX_TILT_DEG
+    for limit in (default, 90.0):
+        monkeypatch.setattr(refine, "DENSE_MAX_TILT_DEG", limit)
+        m = _matcher(sat)
+        m.set_photo(photo, told)
+        out[limit] = m.match(truth[0] + 11.0, truth[1] - 7.0, 150.0, radius_m=25.0)
+    lifted = out[90.0]
+    assert lifted.ok and lifted.method.startswith("dense")
+    assert math.hypot(lifted.x - truth[0], lifted.y - truth[1]) > 5.0  # what the limit avoids
+    assert not out[default].ok
