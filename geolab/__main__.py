@@ -70,11 +70,12 @@ def cmd_calibrate(args) -> int:
     from .calibrate import calibrate
 
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    table = calibrate(args.bundle, args.world, args.out, args.photos, log)
+    table, floor = calibrate(args.bundle, args.world, args.out, args.photos, log)
     print("CALIBRATION = {")
     for kind, (a, b) in table.items():
         print(f'    "{kind}": ({a}, {b}),')
     print("}")
+    print(f"REFINED_SIGMA_FLOOR_M = {floor}  # None: too few refined candidates to fit")
     print(f"wrote {args.out}/calibration.json")
     return 0
 

@@ -3,7 +3,8 @@
 Runs the full pipeline at every metadata level on one world (`levels.run_world`, never an
 evaluation world) and fits, per kind of candidate (refined, conflict, metadata, retrieval), a
 Platt scaling p = sigmoid(a + b * feature) of "this candidate lies within 50 m of the truth"
-(`core.fusion.calibration_feature`). The coefficients go into `core.fusion.CALIBRATION` by hand
+(`core.fusion.calibration_feature`), and the floor of a refined centre's stated uncertainty
+(`fit_sigma_floor`). Both go into `core.fusion` (CALIBRATION, REFINED_SIGMA_FLOOR_M) by hand
 (printed and written to OUT/calibration.json), so a calibration is a reviewed change.
 """
 
@@ -68,15 +69,32 @@ def fit(candidates: list[dict], radius: float = CALIBRATION_RADIUS_M) -> dict:
     return out
 
 
+def fit_sigma_floor(candidates: list[dict], k: float = 2.0, radius: float = CALIBRATION_RADIUS_M,
+                    coverage: float | None = None) -> float | None:  # fmt: skip
+    """The floor (m) that, added in quadrature to each refined candidate's own match sigma,
+    puts `coverage` (a normal's share within k sigma) of those within `radius` of the truth
+    within k sigma; None with fewer than MIN_PER_KIND. Wrong matches (beyond `radius`) are the
+    probability's business, not the uncertainty's."""
+    coverage = 1 - math.exp(-k * k / 2) if coverage is None else coverage
+    own = [(c["error_m"], c.get("match_sigma_m")) for c in candidates if c["kind"] == "refined"]
+    own = [(e, s) for e, s in own if s is not None and math.isfinite(s) and e <= radius]
+    if len(own) < MIN_PER_KIND:
+        return None
+    need = [math.sqrt(max((e / k) ** 2 - s * s, 0.0)) for e, s in own]
+    return round(float(np.quantile(need, coverage)), 2)
+
+
 def calibrate(bundle_dir: Path, world: Path, out: Path, photos: int | None = None,
-              log=print) -> dict:  # fmt: skip
+              log=print) -> tuple[dict, float | None]:  # fmt: skip
+    """(CALIBRATION's coefficients, REFINED_SIGMA_FLOOR_M) fitted on `world`."""
     bundle = Bundle.load(bundle_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = run_world(bundle, Path(world), out / "cache" / Path(world).name, EVAL_SEED + 1,
                      photos, yaw_errors=(), previous=False, log=log)  # fmt: skip
     table = fit(runs.candidates)
+    floor = fit_sigma_floor(runs.candidates)
     counts = {k: sum(c["kind"] == k for c in runs.candidates) for k in CALIBRATION}
     (out / "calibration.json").write_text(json.dumps(
-        {"world": str(world), "coefficients": table, "candidates": counts,
-         "records": runs.candidates}, indent=1))  # fmt: skip
-    return table
+        {"world": str(world), "coefficients": table, "refined_sigma_floor_m": floor,
+         "candidates": counts, "records": runs.candidates}, indent=1))  # fmt: skip
+    return table, floor

@@ -34,7 +34,7 @@ from geobridge_qgis.core import service
 from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.camera import Camera, focal_35mm_from_hfov, hfov_from_35mm
 from geobridge_qgis.core.errors import UserError
-from geobridge_qgis.core.fusion import calibrated, calibration_feature, kind_of
+from geobridge_qgis.core.fusion import calibrated, calibration_feature, kind_of, refined_sigma
 from geobridge_qgis.core.geodesy import haversine_m
 from geobridge_qgis.core.locate import QueryOptions
 from geobridge_qgis.core.photo import read_photo_with_meta
@@ -158,11 +158,13 @@ def run_session(
         n_conf = sum(bool(c.conflict) for c in res.candidates)
         runs.conflicts[name] = runs.conflicts.get(name, 0) + n_conf
         if record:
-            for c in res.candidates:
+            for rank, c in enumerate(res.candidates):
                 kind = kind_of(c)
                 runs.candidates.append({
                     "kind": kind, "feature": calibration_feature(c, kind, res.prior),
                     "probability": c.probability, "error_m": _err((c.lon, c.lat), p),
+                    "rank": rank, "sigma_m": c.centre_sigma_m,
+                    "match_sigma_m": c.match.centre_sigma_m if c.match else None,
                 })  # fmt: skip
 
     def metadata_alone(name, p, meta):
@@ -291,6 +293,36 @@ def reliability_table(runs: Runs, radius: float = 50.0) -> str:
     return "\n".join(lines)
 
 
+def stated_sigma(c: dict) -> float | None:
+    """A recorded candidate's one-sigma uncertainty as the engine states it now: a match's
+    own sigma with today's REFINED_SIGMA_FLOOR_M (a run before the floor recorded sigma_m only,
+    then the match's own), like the reliability table's probabilities."""
+    if c["kind"] not in ("refined", "conflict"):
+        return c.get("sigma_m")
+    own = c.get("match_sigma_m", c.get("sigma_m"))
+    return None if own is None or not math.isfinite(own) else refined_sigma(own)
+
+
+def uncertainty_table(runs: Runs) -> str:
+    """Each top-1 answer's stated one-sigma uncertainty against its error: the share within k
+    sigma, beside what a two-dimensional normal with that per-axis sigma gives (1 - e^(-k^2/2))."""
+    tops = [{**c, "sigma_m": stated_sigma(c)} for c in runs.candidates if c.get("rank") == 0]
+    tops = [c for c in tops if c["sigma_m"] is not None]
+    ks = (1, 2, 3)
+    expect = " | ".join(f"{100 * (1 - math.exp(-k * k / 2)):.0f}" for k in ks)
+    lines = _header(["top-1 kind", "median sigma m", "median error m",
+                     *(f"within {k} sigma %" for k in ks), "n"])  # fmt: skip
+    for kind in sorted({c["kind"] for c in tops}):
+        sel = [c for c in tops if c["kind"] == kind]
+        s = np.array([c["sigma_m"] for c in sel], float)
+        e = np.array([c["error_m"] for c in sel], float)
+        lines.append(f"| {kind} | {_fmt(np.median(s))} | {_fmt(np.median(e))} | "
+                     + " | ".join(_fmt(100 * np.mean(e <= k * s), ".0f") for k in ks)
+                     + f" | {len(sel)} |")  # fmt: skip
+    lines.append(f"| (a normal's) | | | {expect} | |")
+    return "\n".join(lines)
+
+
 def report(name: str, runs: Runs) -> str:
     parts = [f"### {name}", "", "Per metadata level:", "", level_table(runs), "",
              "Full metadata, per true tilt band:", "", tilt_table(runs), ""]  # fmt: skip
@@ -298,6 +330,9 @@ def report(name: str, runs: Runs) -> str:
         parts += ["Full metadata with a fixed gimbal yaw error:", "", yaw_table(runs), ""]
     parts += ["Reliability of the full pipeline's candidates (all levels):", "",
               reliability_table(runs), ""]  # fmt: skip
+    if any(c.get("rank") == 0 for c in runs.candidates):
+        parts += ["Stated uncertainty of the full pipeline's top-1 answers (all levels):", "",
+                  uncertainty_table(runs), ""]  # fmt: skip
     return "\n".join(parts)
 
 

@@ -14,8 +14,8 @@ from osgeo import ogr
 from pyproj import CRS, Transformer
 from test_refine import SAT, _candidate, sat, synthetic_photo  # noqa: F401  (sat: a fixture)
 
+from geobridge_qgis.core import fusion, refine
 from geobridge_qgis.core import locate as L
-from geobridge_qgis.core import refine
 from geobridge_qgis.core.service import IndexRequest, LocateRequest, build_index, locate
 
 DEMO = ROOT / "resources" / "demo"
@@ -122,6 +122,13 @@ def test_rank_one_has_the_highest_score_and_probability(demo_result):
                   if f["method"] != "metadata")  # fmt: skip
     assert [r[1] for r in rows] == pytest.approx(scores, abs=1e-9)
     assert [r[3] for r in rows] == pytest.approx([c.cosine for c in cands], abs=1e-9)
+    # A refined centre states its match's own sigma with the calibrated floor, in the
+    # GeoPackage too: the bootstrap alone claims the model behind the match is exact.
+    top = cands[0]
+    assert top.centre_sigma_m == pytest.approx(fusion.refined_sigma(top.match.centre_sigma_m))
+    assert top.centre_sigma_m >= fusion.REFINED_SIGMA_FLOOR_M > 0
+    stated = {f["rank"]: f["centre_sigma_m"] for f in ds.GetLayerByName("candidates")}
+    assert stated[top.rank] == pytest.approx(top.centre_sigma_m, abs=0.01)
     refined_xy = [(c.x, c.y) for c in cands if c.method == "refined"]
     assert all(  # merged: no two refined candidates left at one spot
         math.dist(a, b) > L.MERGE_MIN_M for i, a in enumerate(refined_xy) for b in refined_xy[:i]

@@ -24,8 +24,8 @@ from geobridge_qgis.core.photo import PhotoMeta
 from geobridge_qgis.core.posterior import MAX_RANGE_M, SIGMAS, metadata_prior
 from geobridge_qgis.core.priors import PriorOptions
 from geobridge_qgis.core.results import QueryRecord, write_results
-from geolab.calibrate import fit, fit_platt
-from geolab.levels import expected_calibration_error, reliability
+from geolab.calibrate import fit, fit_platt, fit_sigma_floor
+from geolab.levels import Runs, expected_calibration_error, reliability, uncertainty_table
 
 SIZE = (640, 480)
 
@@ -209,6 +209,54 @@ def test_reliability_table_by_hand():
     assert rows["0.3-0.4"]["n"] == 0
     # |0.05 - 0| * 2 + |0.55 - 0.5| * 2 + |0.96 - 0.8| * 5, over 9
     assert expected_calibration_error(list(rows.values())) == pytest.approx((0.1 + 0.1 + 0.8) / 9)
+
+
+def test_uncertainty_table_by_hand(monkeypatch):
+    monkeypatch.setattr(fusion, "REFINED_SIGMA_FLOOR_M", 0.0)
+    c = [{"kind": "refined", "rank": 0, "sigma_m": 2.0, "error_m": e} for e in (1, 3, 5, 7)]
+    c += [{"kind": "metadata", "rank": 0, "sigma_m": 10.0, "error_m": 25.0},
+          {"kind": "metadata", "rank": 1, "sigma_m": 1.0, "error_m": 0.5}]  # fmt: skip
+    rows = {
+        r.split(" | ")[0].strip("| "): r for r in uncertainty_table(Runs(candidates=c)).split("\n")
+    }
+    # refined: errors 1, 3, 5, 7 m against 2, 4, 6 m: 1, 2, 3 of 4; only top-1s count
+    assert rows["refined"].endswith("| 2.0 | 4.0 | 25 | 50 | 75 | 4 |"), rows["refined"]
+    assert rows["metadata"].endswith("| 10.0 | 25.0 | 0 | 0 | 100 | 1 |"), rows["metadata"]
+    assert rows["(a normal's)"].startswith("| (a normal's) | | | 39 | 86 | 99 |")
+    # Today's floor applies to what the run recorded as the match's own sigma: 2 m and 1.5 m
+    # make 2.5 m; errors 1, 3, 5, 7 m against 2.5, 5, 7.5 m.
+    monkeypatch.setattr(fusion, "REFINED_SIGMA_FLOOR_M", 1.5)
+    for r in c[:4]:
+        r["match_sigma_m"], r["sigma_m"] = 2.0, 99.0
+    table = uncertainty_table(Runs(candidates=c))
+    assert "| refined | 2.5 | 4.0 | 25 | 75 | 100 | 4 |" in table, table
+
+
+def test_sigma_floor_fit_recovers_the_model_error():
+    """Refined centres whose matches claim 0.5 m but whose errors are a normal's with 3 m per
+    axis: the floor that makes 2 sigma hold 86 % is about sqrt(3^2 - 0.5^2); wrong matches
+    (beyond 50 m) do not move it, and a handful of matches fits nothing."""
+    rng = np.random.default_rng(11)
+    err = np.hypot(*rng.normal(0, 3.0, (2, 3000)))
+    recs = [{"kind": "refined", "error_m": float(e), "match_sigma_m": 0.5} for e in err]
+    wrong = [{"kind": "refined", "error_m": 400.0, "match_sigma_m": 0.5}] * 300
+    others = [{"kind": "metadata", "error_m": 30.0, "match_sigma_m": None}] * 300
+    floor = fit_sigma_floor(recs + wrong + others)
+    assert floor == pytest.approx(math.sqrt(9 - 0.25), abs=0.2)
+    assert fit_sigma_floor(recs[:5]) is None
+
+
+def test_stated_uncertainty_of_a_refined_candidate_has_the_floor(sat, monkeypatch):
+    _, crs, (x0, y0) = sat
+    monkeypatch.setattr(fusion, "REFINED_SIGMA_FLOOR_M", 3.0)
+    chips = [candidate(x0 + 100 * k, y0, 0.9 - 0.1 * k, rank=k + 1) for k in range(3)]
+    chips[1].method = "refined"
+    chips[1].match = Match(True, x=x0, y=y0, confidence=0.5, centre_sigma_m=0.4)
+    chips[1].centre_sigma_m = 0.4
+    out = fusion.fuse(list(chips), None, crs, 20.0, None, L.Candidate)
+    fusion.state_uncertainty(out)
+    assert out[1].centre_sigma_m == pytest.approx(math.hypot(0.4, 3.0))
+    assert out[0].centre_sigma_m == out[2].centre_sigma_m == 50.0  # half a chip: unchanged
 
 
 def test_platt_fit_recovers_known_coefficients():

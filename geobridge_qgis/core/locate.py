@@ -477,6 +477,7 @@ def locate_query(
         res.candidates = fusion.fuse(res.candidates, prior, index.crs,
                                      encoders.bundle.logit_scale, prior_match, Candidate,
                                      pri.footprint_m)  # fmt: skip
+    fusion.state_uncertainty(res.candidates)
     res.candidates = res.candidates[: o.top_k]
     new_rank = {r: c.rank for c in res.candidates for r in (c.retrieval_rank, *c.merged_ranks)}
     res.chips = [(i, s, new_rank[r]) for i, s, r in res.chips if r in new_rank]
