@@ -4,6 +4,7 @@ bundle.
   export   checkpoint -> ONNX bundle (towers, precision, tokenizer, manifest)
   verify   compare a bundle's outputs with its checkpoint's
   init     write a random-weight checkpoint in the official layout (tests, benchmarks)
+  recover  read a fp32 bundle's weights back into a checkpoint (to train on from a shipped model)
 
 The export benchmark is `python -m model_export.bench_export`. The synthetic world and the lab
 have packages of their own: `python -m synthworld synth`, `python -m geolab train|ablate|eval`;
@@ -13,11 +14,12 @@ have packages of their own: `python -m synthworld synth`, `python -m geolab trai
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
-from geobridge_qgis.core.errors import run_command
+from geobridge_qgis.core.errors import UserError, run_command
 from geobridge_qgis.core.outputs import check_new_folder
 
 # Commands that moved to their own packages: deprecated aliases, kept for one release.
@@ -88,6 +90,29 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_recover(args) -> int:
+    """A checkpoint read back from a fp32 bundle, checked to load and to carry its model id."""
+    import torch
+
+    from .checkpoint import load_into, weights_id
+    from .model import GeoBridge, config_from_dict
+    from .recover import state_dict_from_bundle
+
+    check_new_folder(args.out)
+    state, towers = state_dict_from_bundle(args.bundle)
+    manifest = json.loads((args.bundle / "manifest.json").read_text())
+    model = GeoBridge(config_from_dict(manifest["architecture"]), towers)
+    load_into(model, state, args.bundle)
+    got, want = weights_id(model), manifest.get("model_id")
+    if want is not None and got != want:
+        raise UserError(
+            f"{args.bundle}: weights read back as model {got}, the manifest says {want}"
+        )
+    torch.save(model.state_dict(), args.out)
+    print(f"wrote {args.out} (towers {', '.join(towers)}; model {got}, as the manifest says)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m model_export",
@@ -129,6 +154,11 @@ def parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("recover", help="read a fp32 bundle's weights back into a checkpoint")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help=".pth to write")
+    p.set_defaults(func=cmd_recover)
 
     for name, target in MOVED.items():
         help_ = f"moved: python -m {target} {name} (this alias goes in the next release)"

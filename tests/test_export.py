@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -177,3 +178,55 @@ def test_cli_export_then_verify(tiny_checkpoint, tmp_path):
     assert v.stdout.count(" ok") == 6 and "FAIL" not in v.stdout
     assert all(f"{t} {p}" in " ".join(v.stdout.split())
                for t in ("drone", "satellite") for p in ("fp32", "fp16", "int8"))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_like(tmp_path_factory):
+    """A tiny model whose every tensor is distinct, as a trained one's are (an untrained one's
+    zero biases and unit norms are stored once by the exporter), and its fp32 bundle."""
+    torch.manual_seed(1)
+    model = M.GeoBridge(M.preset_config("tiny"), ("drone", "text")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    root = tmp_path_factory.mktemp("trained")
+    torch.save(model.state_dict(), root / "t.pth")
+    export_bundle(root / "t.pth", root / "bundle", M.preset_config("tiny"), "preset:tiny",
+                  precision="fp32", towers=("drone", "text"), name="t",
+                  log=lambda _: None)  # fmt: skip
+    return model, root / "bundle"
+
+
+def test_recover_reads_a_bundle_back_into_its_checkpoint(trained_like, tmp_path):
+    model, bundle = trained_like
+    out = tmp_path / "recovered.pth"
+    r = run_cli("model_export", "recover", "--bundle", bundle, "--out", out)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((bundle / B.MANIFEST).read_text())
+    assert manifest["model_id"] in r.stdout
+    got, want = torch.load(out, weights_only=True), model.state_dict()
+    assert sorted(got) == sorted(want)
+    for k, v in want.items():  # bit for bit: every linear layer found its own weight
+        assert torch.equal(got[k], v), k
+    # The recovered checkpoint gives the bundle's outputs.
+    v = run_cli("model_export", "verify", "--checkpoint", out, "--bundle", bundle)
+    assert v.returncode == 0 and "FAIL" not in v.stdout, v.stdout + v.stderr
+
+
+def test_recover_refuses_what_it_cannot_read_back(trained_like, tiny_bundle, tmp_path):
+    shutil.copytree(trained_like[1], tmp_path / "b")
+    path = tmp_path / "b" / B.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["model_id"] = "0123456789abcdef"
+    path.write_text(json.dumps(manifest))
+    cases = [
+        (tmp_path / "b", "0123456789abcdef"),  # weights that are not the manifest's model
+        (tiny_bundle, "share one stored tensor"),  # untrained: zero biases stored once
+        (tmp_path, "not a bundle"),
+    ]
+    for i, (bundle, words) in enumerate(cases):
+        out = tmp_path / f"x{i}.pth"
+        r = run_cli("model_export", "recover", "--bundle", bundle, "--out", out)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not out.exists()
