@@ -14,12 +14,11 @@ have packages of their own: `python -m synthworld synth`, `python -m geolab trai
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from geobridge_qgis.core.defaults import EXPORT_PRECISIONS
-from geobridge_qgis.core.errors import UserError, run_command
+from geobridge_qgis.core.errors import run_command
 from geobridge_qgis.core.outputs import check_new_folder
 
 # Commands that moved to their own packages: deprecated aliases, kept for one release.
@@ -91,25 +90,16 @@ def cmd_init(args) -> int:
 
 
 def cmd_recover(args) -> int:
-    """A checkpoint read back from a fp32 bundle, checked to load and to carry its model id."""
+    """A checkpoint read back from a fp32 bundle, checked to carry the manifest's model id."""
     import torch
 
-    from .checkpoint import load_into, weights_id
-    from .model import GeoBridge, config_from_dict
-    from .recover import state_dict_from_bundle
+    from .recover import recover
 
     check_new_folder(args.out)
-    state, towers = state_dict_from_bundle(args.bundle)
-    manifest = json.loads((args.bundle / "manifest.json").read_text())
-    model = GeoBridge(config_from_dict(manifest["architecture"]), towers)
-    load_into(model, state, args.bundle)
-    got, want = weights_id(model), manifest.get("model_id")
-    if want is not None and got != want:
-        raise UserError(
-            f"{args.bundle}: weights read back as model {got}, the manifest says {want}"
-        )
+    model, model_id = recover(args.bundle)
     torch.save(model.state_dict(), args.out)
-    print(f"wrote {args.out} (towers {', '.join(towers)}; model {got}, as the manifest says)")
+    towers = ", ".join(model.towers)
+    print(f"wrote {args.out} (towers {towers}; model {model_id}, as the manifest says)")
     return 0
 
 

@@ -6,41 +6,53 @@ out of the ONNX graphs. The exporter keeps most initializers under their module 
 linear layer's weight is folded into a MatMul operand named `onnx::MatMul_*` (transposed).
 Which layer a MatMul belongs to is read off the graph: the Add that follows it adds that
 layer's named bias; the two bias-free projections (`visual_projection`, `text_projection`)
-are each tower's last MatMul with an initializer. `verify` then compares the recovered
-checkpoint's outputs with the bundle's, so nothing here is trusted unchecked.
+are each tower's one MatMul with an initializer and no bias. The weights read back are trusted
+only when they hash to the manifest's model id (the exporter's hash of every weight).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
+from geobridge_qgis.core.bundle import Bundle
 from geobridge_qgis.core.errors import UserError
+
+from . import model as M
+from .checkpoint import load_into, weights_id
 
 _PROJECTION = {"text": "text_projection.weight"}  # image towers: visual_projection.weight
 
 
-def state_dict_from_bundle(bundle: Path) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """The weights of every tower in `bundle` (fp32 ONNX) and the towers' names."""
+def recover(bundle_dir: Path) -> tuple[M.GeoBridge, str]:
+    """The model a fp32 bundle was exported from, and its model id (checked against the
+    manifest's)."""
+    bundle = Bundle.load(bundle_dir)  # format, version and checksums
+    if bundle.precision != "fp32":
+        raise UserError(
+            f"{bundle_dir}: weights can only be read back from a fp32 bundle "
+            f"(this one is {bundle.precision})"
+        )
+    model = M.GeoBridge(M.config_from_dict(bundle.manifest["architecture"]), tuple(bundle.towers))
+    load_into(model, state_dict_from_bundle(bundle), bundle_dir)
+    got = weights_id(model)
+    if got != bundle.model_id:
+        raise UserError(
+            f"{bundle_dir}: weights read back as model {got}, the manifest says {bundle.model_id}"
+        )
+    return model, got
+
+
+def state_dict_from_bundle(bundle: Bundle) -> dict[str, torch.Tensor]:
+    """The weights of every tower in a fp32 `bundle`, as read off its ONNX graphs."""
     import onnx
     from onnx import numpy_helper
 
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.is_file():
-        raise UserError(f"{bundle}: not a bundle (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("precision", "fp32") != "fp32":
-        raise UserError(
-            f"{bundle}: weights can only be read back from a fp32 bundle "
-            f"(this one is {manifest['precision']})"
-        )
     state: dict[str, torch.Tensor] = {}
-    towers = tuple(manifest["towers"])
-    for tower in towers:
-        path = bundle / manifest["towers"][tower]["file"]
+    for tower, t in bundle.towers.items():
+        path = t.path
         graph = onnx.load(str(path)).graph
         inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
         prefix = f"{tower}_encoder."
@@ -80,5 +92,5 @@ def state_dict_from_bundle(bundle: Path) -> tuple[dict[str, torch.Tensor], tuple
                 "once); their weights cannot be read back"
             )
         state[prefix + "CLIP." + _PROJECTION.get(tower, "visual_projection.weight")] = unmatched[0]
-    state["logit_scale"] = torch.tensor(math.log(float(manifest["logit_scale"])))
-    return state, towers
+    state["logit_scale"] = torch.tensor(math.log(bundle.logit_scale))
+    return state

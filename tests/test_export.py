@@ -222,7 +222,7 @@ def test_recover_refuses_what_it_cannot_read_back(trained_like, tiny_bundle, tmp
     cases = [
         (tmp_path / "b", "0123456789abcdef"),  # weights that are not the manifest's model
         (tiny_bundle, "share one stored tensor"),  # untrained: zero biases stored once
-        (tmp_path, "not a bundle"),
+        (tmp_path, "not a GeoBridge bundle"),
     ]
     for i, (bundle, words) in enumerate(cases):
         out = tmp_path / f"x{i}.pth"
