@@ -24,6 +24,12 @@ def cmd_train(args) -> int:
         cfg.init = str(args.init.resolve())
         cfg.warmup = 20
     cfg.hard_negatives = args.hard_negatives
+    for name in ("batch", "warmup", "workers"):
+        if getattr(args, name):
+            setattr(cfg, name, getattr(args, name))
+    cfg.device = args.device
+    if args.pairs_cache:
+        cfg.pairs_cache = str(args.pairs_cache.resolve())
     if args.worlds:
         # Seeds 1000, 1001, ...: more worlds than the default take the next seeds.
         cfg.seeds = tuple(range(cfg.seeds[0], cfg.seeds[0] + args.worlds))
@@ -95,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m geolab", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the demo GeoBridge on synthetic worlds (CPU)")
+    p = sub.add_parser("train", help="train the demo GeoBridge on synthetic worlds")
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoint and log")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimiser steps (default 400)")
@@ -108,6 +114,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="half of each batch from one neighbourhood (for a second stage)",
     )
+    p.add_argument("--batch", type=int, help="pairs per step (128)")
+    p.add_argument("--warmup", type=int, help="warm-up steps (40; 20 with --init)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: an NVIDIA GPU")
+    p.add_argument("--workers", type=int, help="processes rendering worlds side by side (1)")
+    p.add_argument("--pairs-cache", type=Path, help="keep rendered pairs in this folder for "
+                   "later runs of the same worlds")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("average", help="average checkpoints' weights (the demo model's stages)")

@@ -1,4 +1,4 @@
-"""`python -m geolab train`: a small GeoBridge trained on synthetic worlds, on CPU.
+"""`python -m geolab train`: a small GeoBridge trained on synthetic worlds, on CPU or GPU.
 
 What it learns from: the pairs of `pairs.py` (drone views of a world's variant, satellite chips
 around their true centres, descriptions of their footprints).
@@ -6,7 +6,8 @@ around their true centres, descriptions of their footprints).
 Loss: symmetric InfoNCE on (drone, satellite) + 0.5 x (text, drone) + 0.5 x (text, satellite),
 the pairs of the paper that the world provides; one learnable temperature. AdamW, warm-up then
 cosine decay over a fixed number of steps (so a fixed seed reproduces the run), bf16 autocast
-when the CPU has AMX/AVX512-BF16 (~1.4x faster than fp32 there; 2.5x slower without).
+on a GPU and when the CPU has AMX/AVX512-BF16 (~1.4x faster than fp32 there; 2.5x slower
+without). The batches' random numbers are drawn on the CPU, so the device changes rounding only.
 Augmentation (mirror + colour jitter) and multi-scale crops are on; hard negatives (half of
 each batch from one neighbourhood) are off: `python -m geolab ablate` measures each.
 """
@@ -30,7 +31,7 @@ from geobridge_qgis.core.text import TextTokenizer
 from model_export.model import GeoBridge, preset_config
 from model_export.tokenizer import build_clip_tokenizer
 
-from .pairs import Pairs, render_pairs
+from .pairs import Pairs, cached_pairs, render_pairs
 
 TRAIN_TOWERS = ("drone", "satellite", "text")
 
@@ -61,6 +62,10 @@ class TrainConfig:
     # A second stage starts from a finished run's weights with its own warm-up and cosine
     # (the first stage's decay has reached zero: going on with it would not learn).
     init: str | None = None  # a geobridge-demo.pth to start from; None: random weights
+    # Where it runs; none of these changes what is learned beyond floating-point rounding.
+    device: str = "cpu"  # or "cuda" (an NVIDIA GPU: bf16 autocast)
+    workers: int = 1  # processes rendering worlds side by side
+    pairs_cache: str | None = None  # a folder keeping rendered pairs for later runs
 
 
 def bf16_is_fast() -> bool:
@@ -88,34 +93,49 @@ def batch_indices(cfg: TrainConfig, pairs: Pairs, g: torch.Generator) -> np.ndar
     return np.concatenate([near, rest])
 
 
-def _to_tensor(batch: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+def _to_tensor(batch: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    # uint8 crosses to the device: a quarter of the bytes of float.
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Per-image brightness, contrast and saturation jitter (drone views only)."""
     n = x.shape[0]
-    b = 1 + 0.25 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)
-    c = 1 + 0.25 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)
-    s = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)
+    # Drawn on the CPU from the run's generator: the same jitter on any device.
+    b = (1 + 0.25 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)).to(x.device)
+    c = (1 + 0.25 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)).to(x.device)
+    s = (1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)).to(x.device)
     gray = x.mean(1, keepdim=True)
     x = gray + (x - gray) * s
     mean = x.mean((1, 2, 3), keepdim=True)
     return ((x - mean) * c + mean) * b
 
 
+def _cpu(state: dict) -> dict:
+    """A state dict with its tensors on the CPU: a checkpoint any machine loads."""
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA)"
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
 def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     logits = scale * a @ b.T
-    target = torch.arange(len(a))
+    target = torch.arange(len(a), device=a.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 STATE = "train-state.pt"  # model, optimiser, data order, step: what a resumed run needs
 # Settings a resumed run may change; any other change would make it another run.
-RESUMABLE_CHANGES = {"max_minutes", "threads", "checkpoint_minutes", "eval_every"}
+RESUMABLE_CHANGES = {"max_minutes", "threads", "checkpoint_minutes", "eval_every", "device",
+                     "workers", "pairs_cache"}  # fmt: skip
 
 
 def _config_dict(cfg: TrainConfig) -> dict:
@@ -133,7 +153,8 @@ def _load_state(path: Path, cfg: TrainConfig) -> dict | None:
     if not path.is_file():
         return None
     # weights_only: tensors, numbers, strings and lists only; nothing that runs code.
-    state = torch.load(path, weights_only=True)
+    # map_location: a state saved on a GPU resumes on a machine without one.
+    state = torch.load(path, map_location="cpu", weights_only=True)
     # A setting added since the state was saved had its default then.
     saved = {**_config_dict(TrainConfig()), **state["config"]}
     saved = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
@@ -151,14 +172,15 @@ def heldout_metrics(model: GeoBridge, pairs: Pairs, batch: int = 64) -> dict:
     pairs: the learning curve's point."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
 
     def embed(tower, images):
-        return torch.cat([tower(_to_tensor(images[i : i + batch]))
+        return torch.cat([tower(_to_tensor(images[i : i + batch], device)).float()
                           for i in range(0, len(images), batch)])  # fmt: skip
 
     d = embed(model.drone_encoder, pairs.drone)
     s = embed(model.satellite_encoder, pairs.sat_fixed)
-    sim = (d @ s.T).numpy()
+    sim = (d @ s.T).cpu().numpy()
     order = np.argsort(-sim, axis=1)
     truth = np.arange(len(sim))
     top1 = order[:, 0]
@@ -190,15 +212,21 @@ def train(
         raise UserError(f"{cfg.init}: no such checkpoint to start from")  # before rendering
 
     t0 = time.perf_counter()
-    if pairs is None:
+    if pairs is None and cfg.pairs_cache:
+        pairs = cached_pairs(cfg, px, Path(cfg.pairs_cache), log, cfg.workers)
+    elif pairs is None:
         log(f"rendering {len(cfg.seeds) * cfg.views_per_world:,} training pairs")
-        pairs = render_pairs(cfg, px, log)
+        pairs = render_pairs(cfg, px, log, cfg.workers)
     drone, texts = pairs.drone, pairs.texts
     sat = pairs.sat if cfg.multi_scale else pairs.sat_fixed
     tok_path = out / "tokenizer.json"
     build_clip_tokenizer().save(str(tok_path))
     ids = torch.from_numpy(TextTokenizer(tok_path)(texts))
     render_s = time.perf_counter() - t0
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: PyTorch here sees no CUDA GPU")
+    model.to(dev)  # before the optimiser's state is loaded: it follows its parameters
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -226,7 +254,7 @@ def train(
         log(f"resuming at step {start} of {cfg.steps} ({spent / 60:.1f} min trained so far)")
     elif cfg.init is not None:  # a second stage's start (a resumed one has its own weights)
         # weights_only: a state dict of tensors; nothing that runs code.
-        model.load_state_dict(torch.load(cfg.init, weights_only=True))
+        model.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True))
     heldout = None
     if cfg.heldout_seed is not None and cfg.eval_every > 0:
         from dataclasses import replace
@@ -236,14 +264,14 @@ def train(
         heldout = render_pairs(hcfg, px, lambda _: None)
     t1 = time.perf_counter()
     model.train()
-    use_bf16 = bf16_is_fast()
+    use_bf16 = dev.type == "cuda" or bf16_is_fast()
     log(
-        f"training {cfg.steps} steps, batch {cfg.batch}, "
+        f"training {cfg.steps} steps, batch {cfg.batch}, on {_device_name(dev)}, "
         f"bf16 autocast {'on' if use_bf16 else 'off'}"
     )
 
     def save(step_next: int) -> None:
-        _save_state(state_path, model=model.state_dict(), optimizer=opt.state_dict(),
+        _save_state(state_path, model=_cpu(model.state_dict()), optimizer=opt.state_dict(),
                     generator=g.get_state(), torch_rng=torch.get_rng_state(), step=step_next,
                     train_seconds=spent + time.perf_counter() - t1, history=history,
                     curve=curve, config=_config_dict(cfg))  # fmt: skip
@@ -273,17 +301,19 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr
         idx = batch_indices(cfg, pairs, g)
-        d, s = _to_tensor(drone[idx]), _to_tensor(sat[idx])
+        d, s = _to_tensor(drone[idx], dev), _to_tensor(sat[idx], dev)
         if cfg.augment:
             flip = torch.rand(len(idx), generator=g) < 0.5  # mirror both views: a true pair
+            flip = flip.to(dev)
             d[flip], s[flip] = d[flip].flip(-1), s[flip].flip(-1)
             d = _jitter(d, g)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        # Causal attention pools at the end token: cutting the padding changes nothing.
+        t = ids[idx]
+        t = t[:, : int((t != 0).sum(1).max())].to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
             ed = model.drone_encoder(d)
             es = model.satellite_encoder(s)
-            # Causal attention pools at the end token: cutting the padding changes nothing.
-            t = ids[idx]
-            et = model.text_encoder(t[:, : int((t != 0).sum(1).max())])
+            et = model.text_encoder(t)
         ed, es, et = ed.float(), es.float(), et.float()
         scale = model.logit_scale.exp().clamp(max=100)
         loss_ds = clip_loss(ed, es, scale)
@@ -309,7 +339,7 @@ def train(
     save(done)
     model.eval()
     ckpt = out / "geobridge-demo.pth"
-    torch.save(model.state_dict(), ckpt)
+    torch.save(_cpu(model.state_dict()), ckpt)
     report = {
         "config": _config_dict(cfg),
         "pairs": int(n),

@@ -177,3 +177,31 @@ def test_average_checkpoints_is_the_mean_and_refuses_other_shapes(tmp_path):
     torch.save({"w": torch.zeros(3), "n": torch.tensor(1)}, tmp_path / "c.pth")
     with pytest.raises(UserError, match=r"c\.pth: not the same architecture"):
         average_checkpoints([tmp_path / "a.pth", tmp_path / "c.pth"], tmp_path / "t.pth")
+
+
+def test_worlds_rendered_side_by_side_and_cached_are_the_same_pairs(tmp_path):
+    """Two processes render the same pairs as one; a cache gives them back (memory-mapped)
+    for the same settings and renders again for others."""
+    from dataclasses import replace
+
+    from geolab.pairs import cached_pairs, render_pairs
+
+    cfg = TrainConfig(seeds=(1000, 1001), world_km=0.5, views_per_world=6, styles_per_world=1)
+    px = M.preset_config("demo").vision_config.image_size
+    one = render_pairs(cfg, px, lambda _: None)
+    two = render_pairs(cfg, px, lambda _: None, workers=2)
+    fields = ("drone", "sat", "sat_fixed", "world", "xy")
+    for name in fields:
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name
+    assert one.texts == two.texts and list(one.world) == [0] * 6 + [1] * 6
+    lines: list[str] = []
+    cached_pairs(cfg, px, tmp_path / "c", lines.append)
+    assert not any(line.startswith("pairs from") for line in lines)
+    again = cached_pairs(cfg, px, tmp_path / "c", lines.append)
+    assert lines[-1] == f"pairs from {tmp_path / 'c'}"
+    assert isinstance(again.drone, np.memmap) and again.texts == one.texts
+    for name in fields:
+        assert np.array_equal(getattr(one, name), getattr(again, name)), name
+    other = cached_pairs(replace(cfg, seeds=(1000,)), px, tmp_path / "c", lines.append)
+    assert lines[-1] != f"pairs from {tmp_path / 'c'}" and len(other.drone) == 6
+    assert np.array_equal(other.drone, one.drone[:6])

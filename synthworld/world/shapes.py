@@ -77,6 +77,11 @@ def sample_points(poly: Polygon, n: int, rng, tries: int = 8) -> np.ndarray:
     out = np.zeros((0, 2))
     for _ in range(tries):
         m = max(16, 3 * (n - len(out)))
+        if poly.is_empty:
+            # No bounds (NaN): numpy 2 refuses to draw in them where 1.x drew NaNs. The same
+            # draws keep every later random number, and so every world, as it was.
+            rng.random(m), rng.random(m)
+            continue
         p = np.c_[rng.uniform(x0, x1, m), rng.uniform(y0, y1, m)]
         out = np.vstack([out, p[shapely.contains_xy(poly, p[:, 0], p[:, 1])]])
         if len(out) >= n:
