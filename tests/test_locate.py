@@ -89,6 +89,28 @@ def test_a_place_several_chips_support_outranks_a_lone_chip():
     assert place.score > lone.score and [c.retrieval_rank for c in res.candidates] == [1, 2]
 
 
+def test_a_sure_model_still_gives_the_places_asked_for():
+    """Sixty chips of one place outscore everything else: the first retrieval (50 chips) holds
+    that one place only, so the search goes deeper until top_k places are found; with fewer
+    places in the whole index, all of them."""
+    q = np.eye(16, dtype=np.float32)[:1]
+    other = np.eye(16, dtype=np.float32)[1]
+
+    def emb(cos):
+        return cos * q[0] + math.sqrt(1 - cos**2) * other
+
+    embs = [emb(0.95 - 0.001 * i) for i in range(60)] + [emb(0.5 - 0.01 * i) for i in range(6)]
+    boxes = [(501000 + (i % 5), 5501000, 100) for i in range(60)]
+    boxes += [(503000 + 400 * i, 5503000, 100) for i in range(6)]
+    index = hand_index(embs, boxes)
+    res = locate(index, q, logit_scale=20.0, top_k=5, heatmap=False)
+    assert [c.rank for c in res.candidates] == [1, 2, 3, 4, 5]
+    assert len(res.candidates[0].chip_ids) == 60
+    assert [c.chip_ids for c in res.candidates[1:]] == [[70], [71], [72], [73]]
+    res = locate(index, q, logit_scale=20.0, top_k=10, heatmap=False)
+    assert len(res.candidates) == 7  # every place there is
+
+
 def test_search_limited_to_a_region(scene):
     index, q = scene
     region = tiling.Region.from_bbox("502900,5502900,503100,5503100", UTM)

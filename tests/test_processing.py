@@ -796,7 +796,7 @@ def test_demo_photos_are_found_near_their_truth(provider, tmp_path):
     """The whole demo world indexed and its 40 drone photos located through Processing by
     retrieval alone (four headings, 10 candidates; no priors, no re-ranking).
 
-    With the shipped demo model (measured through this plugin: 31 of 40 photos have a
+    With the 1,500-step demo model (measured through this plugin: 31 of 40 photos have a
     candidate within 100 m of where they were taken, 9 of 40 their top candidate) the floors
     are about two thirds of that; chance on this 2 km world is about 3 of 40 for the first
     and 0.3 for the second.

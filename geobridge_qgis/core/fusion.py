@@ -37,27 +37,28 @@ from .posterior import MetadataPrior, expected_footprint_m
 CALIBRATION_RADIUS_M = 50.0
 # Platt coefficients (a, b) per kind of candidate; features in `calibration_feature`.
 # Fitted by `python -m geolab calibrate` on the training world (see docs/EVALUATION-metadata.md).
-# Fitted on world 4242 (1 km, tilts 0-85, 30 photos x 3 levels, 650 candidates: 35 refined, all
-# within 50 m, so a constant; 3 conflicts, too few: even odds; 60 metadata, 35 within 50 m; 552
-# retrieval, 25 within) with the demo model of 1,500 steps, candidates ranked by their chips'
+# Fitted on world 4242 (1 km, tilts 0-85, 30 photos x 3 levels, 643 candidates: 47 refined, all
+# within 50 m, so a constant; 3 conflicts, too few: even odds; 60 metadata, 35 within 50 m; 533
+# retrieval) with the demo model of 2,447 steps (GPU-trained), candidates ranked by their chips'
 # pooled retrieval score, dense alignment up to 55 deg off nadir and the error model of
-# posterior.SIGMAS, to Platt's targets, so that "all of a few dozen hit" reads as about 97 %,
+# posterior.SIGMAS, to Platt's targets, so that "all of a few dozen hit" reads as about 98 %,
 # not certainty.
 CALIBRATION: dict[str, tuple[float, float]] = {
-    "refined": (3.584, 0.0),  # feature: the match's confidence (0..1)
+    "refined": (3.871, 0.0),  # feature: the match's confidence (0..1)
     "conflict": (0.0, 0.0),  # too few to fit (3): even odds
     "metadata": (-0.424, 0.786),  # feature: logit of the prior's own P(within 50 m)
-    "retrieval": (-2.109, 0.396),  # feature: logit of the retrieval softmax probability
+    "retrieval": (-1.816, 0.378),  # feature: logit of the retrieval softmax probability
 }
 
 # A match's bootstrap says how tightly its inliers pin the centre, not how wrong the model
 # behind them can be (relief, a pitch error stretching the warped ground, the camera's focal
-# length): a refined candidate states sqrt(bootstrap^2 + floor^2). The floor is fitted by
-# `python -m geolab calibrate` on the training world so that 86 % of its refined candidates
-# within 50 m of the truth lie within 2 sigma (a normal's share): on world 4242, 35 matches
-# whose bootstraps said 0.8 m (median) were 1.7 m off; with the floor 54 / 86 / 94 % lie within
-# 1 / 2 / 3 sigma (29 / 57 / 80 % without).
-REFINED_SIGMA_FLOOR_M = 1.91
+# length, a match on a look-alike a few metres off): a refined candidate states
+# sqrt(bootstrap^2 + floor^2). The floor is fitted by `python -m geolab calibrate` on the
+# training world so that 86 % of its refined candidates within 50 m of the truth lie within 2
+# sigma (a normal's share): on world 4242, 47 matches whose bootstraps said 0.9 m (median) were
+# 1.2 m off (median), but 8 of them 8-48 m; with the floor 81 / 85 / 96 % lie within 1 / 2 / 3
+# sigma (38 / 62 / 74 % without).
+REFINED_SIGMA_FLOOR_M = 5.95
 
 
 def refined_sigma(match_sigma_m: float, floor_m: float | None = None) -> float:

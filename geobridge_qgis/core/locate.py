@@ -198,6 +198,24 @@ def _overlap(a: tuple[float, float, float], b: tuple[float, float, float]) -> fl
     return w * h / min(asz, bsz) ** 2
 
 
+def _places(index: Index, rows: np.ndarray, rot: np.ndarray) -> tuple[list[dict], list[int]]:
+    """Chips (in rank order) grouped into places: a chip joins the first place it overlaps by
+    MERGE_OVERLAP; (places with their member chips, each chip's place)."""
+    seeds: list[dict] = []
+    chip_rank: list[int] = []
+    for j, row in enumerate(rows):
+        box = (index.cx[row], index.cy[row], index.sizes[row])
+        for c, seed in enumerate(seeds):
+            if _overlap(seed["box"], box) >= MERGE_OVERLAP:
+                seed["members"].append(j)
+                chip_rank.append(c)
+                break
+        else:
+            seeds.append({"box": box, "members": [j], "rot": int(rot[j])})
+            chip_rank.append(len(seeds) - 1)
+    return seeds, chip_rank
+
+
 def search_max(
     index: Index, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,21 +252,15 @@ def locate(
         in_region = index.ids_in(region)
         allowed = in_region if allowed is None else np.intersect1d(allowed, in_region)
     retrieve = retrieve or max(50, 5 * top_k)
-    ids, scores, rot = search_max(index, queries, retrieve, allowed)
-    rows = index.row_of(ids) if len(ids) else np.zeros(0, np.int64)
-
-    seeds: list[dict] = []
-    chip_rank: list[int] = []
-    for j, row in enumerate(rows):
-        box = (index.cx[row], index.cy[row], index.sizes[row])
-        for c, seed in enumerate(seeds):
-            if _overlap(seed["box"], box) >= MERGE_OVERLAP:
-                seed["members"].append(j)
-                chip_rank.append(c)
-                break
-        else:
-            seeds.append({"box": box, "members": [j], "rot": int(rot[j])})
-            chip_rank.append(len(seeds) - 1)
+    while True:
+        ids, scores, rot = search_max(index, queries, retrieve, allowed)
+        rows = index.row_of(ids) if len(ids) else np.zeros(0, np.int64)
+        seeds, chip_rank = _places(index, rows, rot)
+        # A sure model spends its best chips on few places: fetch more until there are top_k
+        # places or no chips are left, so an analyst still gets the alternatives asked for.
+        if len(seeds) >= top_k or len(ids) < retrieve:
+            break
+        retrieve *= 4
     # Pooled scores (module docstring): scores[0] is the best chip's, so no term overflows.
     pooled = [
         float(scores[0]) + math.log(float(np.sum(np.exp(
