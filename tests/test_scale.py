@@ -70,6 +70,19 @@ def ray_index(ray_address, tmp_path_factory) -> Path:
     return out
 
 
+def _assert_same_answers(a: dict, b: dict, tol: float = 2e-3) -> None:
+    """The same chips at each rank with the same scores (within fp16 storage's rounding), and
+    the same candidates; two chips whose scores tie within that rounding may trade places."""
+    for name in PHOTOS:
+        (chips_a, cands_a), (chips_b, cands_b) = a[name], b[name]
+        sa, sb = np.array([s for _, s in chips_a]), np.array([s for _, s in chips_b])
+        assert np.abs(sa - sb).max() < tol, name
+        for i, ((ia, _), (ib, _)) in enumerate(zip(chips_a, chips_b, strict=True)):
+            near = [j for j in (i - 1, i + 1) if 0 <= j < len(sa) and abs(sa[j] - sa[i]) < tol]
+            assert ia == ib or (near and ib in [chips_a[j][0] for j in near]), (name, i)
+        assert sorted(cands_a) == sorted(cands_b), name
+
+
 def _top10(index_path: Path) -> dict[str, tuple]:
     """Per photo: the top-10 chips of retrieval and the candidates made of them."""
     from geobridge_qgis.core import service
@@ -89,8 +102,8 @@ def _top10(index_path: Path) -> dict[str, tuple]:
         out = {}
         for name in PHOTOS:
             q = session.query(options, DEMO / "world" / "drone" / name)
-            chips = [int(c[0]) for c in q.result.chips[:10]]
-            out[name] = (chips, [tuple(c.chip_ids) for c in q.candidates])
+            chips = [(int(c[0]), float(c[1])) for c in q.result.chips[:10]]
+            out[name] = (chips, [tuple(sorted(c.chip_ids)) for c in q.candidates])
         return out
     finally:
         session.close()
@@ -112,7 +125,7 @@ def test_ray_build_equals_the_local_build(ray_index, local_index):
     top_a, top_b = _top10(ray_index), _top10(local_index)
     for name in PHOTOS:
         assert len(top_a[name][0]) == 10 and top_a[name][1]
-        assert top_a[name] == top_b[name], name
+    _assert_same_answers(top_a, top_b)
 
 
 def test_locate_cli_opens_a_ray_index(ray_index, local_index):
@@ -438,4 +451,4 @@ def test_ivf_publish_opens_like_any_index(local_index, tmp_path):
     for key in ("count", "ids_checksum"):
         assert index.manifest["grid"][key] == local.manifest["grid"][key], key
     assert index.manifest["skipped"] == local.manifest["skipped"] == 0
-    assert _top10(moved) == _top10(local_index)
+    _assert_same_answers(_top10(moved), _top10(local_index))
