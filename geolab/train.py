@@ -210,6 +210,9 @@ def train(
     px = model.image_size
     if cfg.init is not None and not (out / STATE).is_file() and not Path(cfg.init).is_file():
         raise UserError(f"{cfg.init}: no such checkpoint to start from")  # before rendering
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {cfg.device}: PyTorch here sees no CUDA GPU")
 
     t0 = time.perf_counter()
     if pairs is None and cfg.pairs_cache:
@@ -223,9 +226,6 @@ def train(
     build_clip_tokenizer().save(str(tok_path))
     ids = torch.from_numpy(TextTokenizer(tok_path)(texts))
     render_s = time.perf_counter() - t0
-    dev = torch.device(cfg.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: PyTorch here sees no CUDA GPU")
     model.to(dev)  # before the optimiser's state is loaded: it follows its parameters
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]

@@ -205,3 +205,20 @@ def test_worlds_rendered_side_by_side_and_cached_are_the_same_pairs(tmp_path):
     other = cached_pairs(replace(cfg, seeds=(1000,)), px, tmp_path / "c", lines.append)
     assert lines[-1] != f"pairs from {tmp_path / 'c'}" and len(other.drone) == 6
     assert np.array_equal(other.drone, one.drone[:6])
+
+
+def test_a_gpu_that_is_not_there_is_refused_before_rendering(tmp_path, monkeypatch):
+    import torch
+
+    import geolab.train as T
+    from geobridge_qgis.core.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def never(*_a, **_k):
+        raise AssertionError("rendered before the device was checked")
+
+    monkeypatch.setattr(T, "render_pairs", never)
+    monkeypatch.setattr(T, "cached_pairs", never)
+    with pytest.raises(UserError, match="--device cuda: PyTorch here sees no CUDA GPU"):
+        train(TrainConfig(device="cuda"), tmp_path / "run", log=lambda _: None)
